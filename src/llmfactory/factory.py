@@ -1,0 +1,568 @@
+"""LLMFactory: the process-wide registry of models, and the module-level shortcuts.
+
+``LLMFactory.instance()`` (or the module functions ``ensure_initialized``,
+``list_models``, ``get_model``, …) gives the one shared factory, initialised
+lazily and thread-safely on first use. Tests and embedders create isolated
+instances instead: ``LLMFactory(database_url="sqlite://", discover=False)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from llmfactory.config import LLMConfig, Settings
+from llmfactory.errors import AmbiguousModelError, InvalidIdentifierError, ModelNotFoundError
+from llmfactory.identifiers import ModelIdentifier, parse_identifier
+from llmfactory.registry.catalog import catalog_models, catalog_version
+from llmfactory.registry.models import Capability, LLMModel, ModelSource, infer_provider
+from llmfactory.registry.store import Store
+
+__all__ = [
+    "LLMFactory",
+    "ensure_initialized",
+    "get_model",
+    "list_models",
+    "register_model",
+    "unregister_model",
+]
+
+logger = logging.getLogger("llmfactory.factory")
+
+_REGISTERABLE_FIELDS = frozenset(
+    {
+        "name",
+        "provider",
+        "service",
+        "context_length",
+        "max_output_tokens",
+        "capabilities",
+        "input_price_per_million",
+        "output_price_per_million",
+        "cached_input_price_per_million",
+        "family",
+        "parameter_size",
+        "quantization",
+        "size_bytes",
+        "digest",
+        "extras",
+        "available",
+    }
+)
+
+
+class LLMFactory:
+    """The registry of known models, its store, and (later) the factory of conversations.
+
+    Construct isolated instances freely; :meth:`instance` returns the shared one.
+    Nothing touches the disk or the network until :meth:`ensure_initialized`
+    (called implicitly by every query).
+    """
+
+    _instance: ClassVar[LLMFactory | None] = None
+    _instance_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        *,
+        database_url: str | None = None,
+        settings: Settings | None = None,
+        discover: bool | None = None,
+        seed_catalog: bool = True,
+        config: LLMConfig | None = None,
+    ) -> None:
+        self._settings = settings
+        self._database_url = database_url
+        self.discover = discover  # None: as the settings say
+        self._seed_catalog = seed_catalog
+        self.config = config or LLMConfig()
+        self._lock = threading.RLock()
+        self._initialized = False
+        self._store: Store | None = None
+        self._models: dict[str, LLMModel] = {}
+        self._by_name: dict[str, list[str]] = {}
+        self._aliases: dict[str, str] = {}
+        self._sorted: list[LLMModel] | None = None
+
+    # -- the shared instance ------------------------------------------------------
+
+    @classmethod
+    def instance(cls) -> LLMFactory:
+        """The process-wide factory (created on first use, not yet initialised)."""
+        instance = cls._instance
+        if instance is None:
+            with cls._instance_lock:
+                if cls._instance is None:
+                    cls._instance = cls()
+                instance = cls._instance
+        return instance
+
+    @classmethod
+    def set_instance(cls, factory: LLMFactory | None) -> LLMFactory | None:
+        """Replace the process-wide factory (None resets it); return the previous one.
+
+        Tests use this to install an isolated factory and restore the old one.
+        """
+        with cls._instance_lock:
+            previous = cls._instance
+            cls._instance = factory
+        return previous
+
+    @classmethod
+    def reset_instance(cls) -> None:
+        """Close and forget the process-wide factory; the next use creates a fresh one."""
+        previous = cls.set_instance(None)
+        if previous is not None:
+            previous.close()
+
+    # -- initialisation -------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """Settings from the environment and the config file (read on first use)."""
+        if self._settings is None:
+            with self._lock:
+                if self._settings is None:
+                    self._settings = Settings.load()
+        return self._settings
+
+    @property
+    def database_url(self) -> str:
+        """The registry's SQLAlchemy URL."""
+        return self._database_url or self.settings.database_url
+
+    @property
+    def store(self) -> Store:
+        """The registry database (opened by :meth:`ensure_initialized`)."""
+        self.ensure_initialized()
+        assert self._store is not None
+        return self._store
+
+    @property
+    def initialized(self) -> bool:
+        """True once :meth:`ensure_initialized` has completed."""
+        return self._initialized
+
+    def ensure_initialized(self) -> LLMFactory:
+        """Open (create, migrate) the store, load the registry and seed the catalogue; once.
+
+        Safe to call from many threads: one initialises, the others wait.
+        """
+        if self._initialized:
+            return self
+        with self._lock:
+            if self._initialized:
+                return self
+            default_location = self._database_url is None and not (
+                self.settings.database_url_from_env
+            )
+            store = Store(self.database_url, create_dirs=default_location)
+            try:
+                self._store = store
+                if self._seed_catalog:
+                    self._seed(store)
+                self._reload_locked()
+            except BaseException:
+                store.close()
+                self._store = None
+                raise
+            self._initialized = True
+            self._after_initialized()
+        return self
+
+    def _after_initialized(self) -> None:
+        """Hook run once after the registry is loaded (discovery plugs in here)."""
+
+    def _seed(self, store: Store) -> None:
+        version = catalog_version()
+        if store.get_meta("catalog_version") == version:
+            return
+        store.upsert_models(catalog_models())
+        store.set_meta("catalog_version", version)
+        logger.debug("seeded the built-in catalogue (version %s)", version)
+
+    def reload(self) -> None:
+        """Re-read models and aliases from the store (to see other processes' changes)."""
+        self.ensure_initialized()
+        with self._lock:
+            self._reload_locked()
+
+    def _reload_locked(self) -> None:
+        assert self._store is not None
+        self._models = {}
+        self._by_name = {}
+        self._sorted = None
+        for model in self._store.load_models():
+            self._index(model)
+        self._aliases = self._store.load_aliases()
+
+    def close(self) -> None:
+        """Release the store. The factory can be initialised again afterwards."""
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+            self._store = None
+            self._initialized = False
+            self._models = {}
+            self._by_name = {}
+            self._aliases = {}
+            self._sorted = None
+
+    def __enter__(self) -> LLMFactory:
+        return self.ensure_initialized()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the in-memory index ------------------------------------------------------
+
+    def _with_overrides(self, model: LLMModel) -> LLMModel:
+        pricing = self._settings.pricing if self._settings is not None else {}
+        override = pricing.get(model.identifier) or pricing.get(model.name)
+        if override is None:
+            return model
+        changes: dict[str, Any] = {}
+        if override.input is not None:
+            changes["input_price_per_million"] = override.input
+        if override.output is not None:
+            changes["output_price_per_million"] = override.output
+        if override.cached_input is not None:
+            changes["cached_input_price_per_million"] = override.cached_input
+        return model.copy_with(**changes) if changes else model
+
+    def _index(self, model: LLMModel) -> None:
+        model = self._with_overrides(model)
+        previous = self._models.get(model.identifier)
+        self._models[model.identifier] = model
+        if previous is None:
+            for key in self._name_keys(model):
+                self._by_name.setdefault(key, []).append(model.identifier)
+        self._sorted = None
+
+    def _unindex(self, identifier: str) -> None:
+        model = self._models.pop(identifier, None)
+        if model is None:
+            return
+        for key in self._name_keys(model):
+            ids = self._by_name.get(key, [])
+            if identifier in ids:
+                ids.remove(identifier)
+            if not ids:
+                self._by_name.pop(key, None)
+        self._sorted = None
+
+    @staticmethod
+    def _name_keys(model: LLMModel) -> list[str]:
+        keys = [model.name]
+        # Ollama reads "llama3" as "llama3:latest"; so do we.
+        if model.runtime == "ollama" and model.name.endswith(":latest"):
+            keys.append(model.name[: -len(":latest")])
+        return keys
+
+    def _apply(self, models: Iterable[LLMModel]) -> None:
+        with self._lock:
+            for model in models:
+                self._index(model)
+
+    # -- queries ------------------------------------------------------------------
+
+    def list_models(
+        self,
+        *,
+        runtime: str | None = None,
+        provider: str | None = None,
+        capability: str | Capability | Sequence[str | Capability] | None = None,
+        available: bool | None = None,
+        host: str | None = None,
+        search: str | None = None,
+        source: str | None = None,
+    ) -> list[LLMModel]:
+        """Known models, sorted by identifier, filtered by every criterion given.
+
+        ``capability`` may be one name or several (all required); ``search`` is a
+        case-insensitive substring of the identifier, name or family; ``host``
+        matches ``host:port`` or just the host name.
+        """
+        self.ensure_initialized()
+        models = self._sorted
+        if models is None:
+            with self._lock:
+                models = self._sorted = sorted(self._models.values(), key=_sort_key)
+        if runtime is not None:
+            runtime_l = runtime.lower()
+            models = [m for m in models if m.runtime == runtime_l]
+        if provider is not None:
+            provider_l = provider.lower()
+            models = [m for m in models if m.provider == provider_l]
+        if capability is not None:
+            wanted = (
+                [capability] if isinstance(capability, (str, Capability)) else list(capability)
+            )
+            names = [Capability.parse(c).value for c in wanted]
+            models = [m for m in models if all(n in m.capabilities for n in names)]
+        if available is not None:
+            models = [m for m in models if m.available == available]
+        if host is not None:
+            host_l = host.lower()
+            models = [
+                m
+                for m in models
+                if m.host is not None and (m.host == host_l or m.host.rsplit(":", 1)[0] == host_l)
+            ]
+        if source is not None:
+            models = [m for m in models if m.source == source]
+        if search:
+            needle = search.lower()
+            models = [
+                m
+                for m in models
+                if needle in m.identifier.lower()
+                or needle in m.name.lower()
+                or (m.family is not None and needle in m.family.lower())
+            ]
+        return list(models)
+
+    def get_model(self, identifier: str | LLMModel) -> LLMModel:
+        """Resolve an identifier, alias or unique model name to its :class:`LLMModel`.
+
+        Order: a user alias; the exact identifier; a unique model name (several
+        matches raise :class:`AmbiguousModelError`); else :class:`ModelNotFoundError`
+        with the closest identifiers as suggestions.
+        """
+        if isinstance(identifier, LLMModel):
+            identifier = identifier.identifier
+        if not self._initialized:
+            self.ensure_initialized()
+        target = self._aliases.get(identifier)
+        if target is not None:
+            model = self._models.get(target)
+            if model is None:
+                raise ModelNotFoundError(
+                    identifier,
+                    hint=f" (the alias points at {target!r}, which is no longer registered; "
+                    f"run `llmfactory alias {identifier} NEW_ID`)",
+                )
+            return model
+        model = self._models.get(identifier)
+        if model is not None:
+            return model
+        return self._resolve_slow(identifier)
+
+    def _resolve_slow(self, identifier: str) -> LLMModel:
+        parsed = parse_identifier(identifier)  # raises InvalidIdentifierError when malformed
+        canonical = str(parsed)
+        model = self._models.get(canonical)
+        if model is not None:
+            return model
+        if parsed.runtime == "ollama" and ":" not in parsed.model.rsplit("/", 1)[-1]:
+            model = self._models.get(f"{parsed.model}:latest:ollama@{parsed.host}")
+            if model is not None:
+                return model
+        if parsed.is_cloud:
+            ids = self._by_name.get(parsed.model, [])
+            if len(ids) == 1:
+                return self._models[ids[0]]
+            if len(ids) > 1:
+                raise AmbiguousModelError(identifier, sorted(ids))
+        found = self._resolve_unknown(parsed)
+        if found is not None:
+            return found
+        raise ModelNotFoundError(identifier, self.suggest(identifier))
+
+    def _resolve_unknown(self, parsed: ModelIdentifier) -> LLMModel | None:
+        """Hook for identifiers not in the registry (discovery probes their host here)."""
+        return None
+
+    def find_model(self, identifier: str) -> LLMModel | None:
+        """Like :meth:`get_model` but None instead of an error when nothing matches."""
+        try:
+            return self.get_model(identifier)
+        except (ModelNotFoundError, InvalidIdentifierError):
+            return None
+
+    def suggest(self, text: str, limit: int = 5) -> list[str]:
+        """The identifiers closest to ``text`` (for "did you mean" messages)."""
+        candidates = list(self._models)
+        lowered = text.lower()
+        contains = [c for c in candidates if lowered and lowered in c.lower()]
+        close = difflib.get_close_matches(text, candidates, n=limit, cutoff=0.5)
+        by_name = difflib.get_close_matches(
+            text.rsplit("@", 1)[0].rsplit(":", 1)[0] if "@" in text else text,
+            list(self._by_name),
+            n=limit,
+            cutoff=0.6,
+        )
+        result: list[str] = []
+        for item in [*close, *contains[:limit]]:
+            if item not in result:
+                result.append(item)
+        for name in by_name:
+            for ident in sorted(self._by_name.get(name, [])):
+                if ident not in result:
+                    result.append(ident)
+        return result[:limit]
+
+    # -- changes ------------------------------------------------------------------
+
+    def register_model(self, model: str | LLMModel, /, **fields: Any) -> LLMModel:
+        """Add a model, or set fields on a known one; what the user sets here sticks.
+
+        ``register_model("my-model:ollama@gpu:11434", context_length=8192)`` or
+        ``register_model(LLMModel(...))``. Fields set by the user are recorded in
+        ``user_fields`` and survive rediscovery and catalogue updates. Prices may be
+        given as ``input_price_per_million`` / ``output_price_per_million``.
+        """
+        self.ensure_initialized()
+        if isinstance(model, LLMModel):
+            given = {
+                k: v
+                for k, v in model.to_row().items()
+                if k in _REGISTERABLE_FIELDS and v is not None and k != "available"
+            }
+            given.update(fields)
+            identifier = model.identifier
+        else:
+            given = dict(fields)
+            identifier = model
+        unknown = sorted(set(given) - _REGISTERABLE_FIELDS)
+        if unknown:
+            raise TypeError(
+                f"register_model() got unknown field(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(_REGISTERABLE_FIELDS))}"
+            )
+        parsed = parse_identifier(identifier)
+        identifier = str(parsed)
+        if "capabilities" in given:
+            given["capabilities"] = sorted(
+                {Capability.parse(c).value for c in given["capabilities"]}
+            )
+        for key in ("context_length", "max_output_tokens"):
+            value = given.get(key)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{key} must be a positive integer, not {value!r}")
+        for key in ("input_price_per_million", "output_price_per_million",
+                    "cached_input_price_per_million"):
+            value = given.get(key)
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"{key} must be a number >= 0, not {value!r}")
+        now = datetime.now(timezone.utc)
+
+        def change(existing: LLMModel | None) -> LLMModel:
+            if existing is None:
+                base: dict[str, Any] = {
+                    "identifier": identifier,
+                    "name": parsed.model,
+                    "provider": infer_provider(parsed.model),
+                    "runtime": parsed.runtime or "api",
+                    "host": parsed.host,
+                    "capabilities": ["chat", "streaming"],
+                    "source": ModelSource.USER.value,
+                    "available": True,
+                    "first_seen": now,
+                    "last_seen": now,
+                }
+                base.update(given)
+                base["user_fields"] = sorted(set(given) - {"name"})
+                return LLMModel(**base)
+            updated = existing.copy_with(**given)
+            updated.user_fields = sorted(set(existing.user_fields) | (set(given) - {"name"}))
+            return updated
+
+        with self._lock:
+            stored = self.store.update_model(identifier, change)
+            assert stored is not None
+            self._unindex(identifier)
+            self._index(stored)
+            return self._models[identifier]
+
+    def add_models(self, models: Iterable[LLMModel]) -> list[LLMModel]:
+        """Upsert models as discovery or a plugin found them (merged, user fields kept)."""
+        self.ensure_initialized()
+        with self._lock:
+            stored = self.store.upsert_models(models)
+            for model in stored:
+                self._unindex(model.identifier)
+                self._index(model)
+        return stored
+
+    def unregister_model(self, identifier: str) -> bool:
+        """Delete a model from the registry; True when it was there.
+
+        A discovered model comes back at the next discovery if its host still
+        serves it; a built-in one at the next catalogue update.
+        """
+        self.ensure_initialized()
+        model = self.find_model(identifier)
+        key = model.identifier if model is not None else identifier
+        with self._lock:
+            existed = self.store.delete_model(key)
+            self._unindex(key)
+            self._aliases = {k: v for k, v in self._aliases.items() if v != key}
+        return existed
+
+    # -- aliases ------------------------------------------------------------------
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """User aliases, name → identifier."""
+        self.ensure_initialized()
+        return dict(self._aliases)
+
+    def set_alias(self, name: str, identifier: str) -> LLMModel:
+        """Make ``name`` resolve to ``identifier`` (persisted); return the target model."""
+        self.ensure_initialized()
+        if not name or name != name.strip() or any(c.isspace() for c in name):
+            raise ValueError(f"alias {name!r} must be a non-empty word without spaces")
+        model = self.get_model(identifier)
+        with self._lock:
+            self.store.set_alias(name, model.identifier)
+            self._aliases[name] = model.identifier
+        return model
+
+    def remove_alias(self, name: str) -> bool:
+        """Delete an alias; True when it existed."""
+        self.ensure_initialized()
+        with self._lock:
+            existed = self.store.delete_alias(name)
+            self._aliases.pop(name, None)
+        return existed
+
+    def __repr__(self) -> str:
+        state = f"{len(self._models)} models" if self._initialized else "not initialised"
+        return f"LLMFactory({state})"
+
+
+def _sort_key(model: LLMModel) -> tuple[bool, str, str]:
+    return (model.host is not None, model.provider, model.identifier)
+
+
+# -- module-level shortcuts over the shared instance ------------------------------
+
+
+def ensure_initialized() -> LLMFactory:
+    """Initialise the process-wide factory (once) and return it."""
+    return LLMFactory.instance().ensure_initialized()
+
+
+def list_models(**filters: Any) -> list[LLMModel]:
+    """:meth:`LLMFactory.list_models` on the process-wide factory."""
+    return LLMFactory.instance().list_models(**filters)
+
+
+def get_model(identifier: str) -> LLMModel:
+    """:meth:`LLMFactory.get_model` on the process-wide factory."""
+    return LLMFactory.instance().get_model(identifier)
+
+
+def register_model(model: str | LLMModel, /, **fields: Any) -> LLMModel:
+    """:meth:`LLMFactory.register_model` on the process-wide factory."""
+    return LLMFactory.instance().register_model(model, **fields)
+
+
+def unregister_model(identifier: str) -> bool:
+    """:meth:`LLMFactory.unregister_model` on the process-wide factory."""
+    return LLMFactory.instance().unregister_model(identifier)
