@@ -1,0 +1,592 @@
+"""Readers for what LLM servers send back: NDJSON and SSE streams, and error bodies.
+
+The stream readers take any async iterable of ``bytes`` chunks (network reads,
+split anywhere, even inside a line ending or a multi-byte UTF-8 character) and
+yield parsed items:
+
+* :func:`iter_ndjson` — one JSON object per line (Ollama ``/api/chat``).
+* :func:`iter_sse` — Server-Sent Events per the WHATWG spec, as :class:`SSEEvent`.
+* :func:`iter_sse_json` — SSE events whose ``data`` is JSON (OpenAI-compatible
+  ``/v1/chat/completions``, Anthropic ``/v1/messages``), stopping at ``[DONE]``.
+
+Lines are split on bytes and JSON is parsed from bytes, so the per-line cost is
+one ``json.loads`` plus a few C-level byte operations. A line longer than
+``max_line_bytes`` raises :class:`~llmfactory.errors.MalformedResponseError`
+instead of growing a buffer without bound.
+
+An error reported mid-stream (status already 200) raises
+:class:`~llmfactory.errors.LLMAPIError` with ``status=200``. The same module
+parses error bodies of every shape the servers use (:func:`parse_error_body`)
+and picks the error class for a status and body (:func:`build_api_error`), so
+that HTTP errors and mid-stream errors are classified by one function.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from llmfactory.errors import (
+    AuthenticationError,
+    ContextLengthExceededError,
+    LLMAPIError,
+    MalformedResponseError,
+    RateLimitError,
+)
+
+__all__ = [
+    "BODY_EXCERPT_CHARS",
+    "DEFAULT_MAX_LINE_BYTES",
+    "ErrorDetails",
+    "SSEEvent",
+    "build_api_error",
+    "iter_ndjson",
+    "iter_sse",
+    "iter_sse_json",
+    "parse_error_body",
+]
+
+DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
+"""The longest line (or SSE event) a reader accepts by default: 16 MiB."""
+
+BODY_EXCERPT_CHARS = 2000
+"""How much of a server's body an error keeps in ``body``."""
+
+_MESSAGE_CHARS = 500
+_BOM = b"\xef\xbb\xbf"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorDetails:
+    """What a server said about an error: its message and, when it said, type and code."""
+
+    message: str
+    error_type: str | None = None
+    code: str | None = None
+
+
+def parse_error_body(body: str | bytes | Mapping[str, Any]) -> ErrorDetails:
+    """Read the message, type and code out of an error body of any known shape.
+
+    Understands ``{"error": "text"}`` (Ollama, LM Studio),
+    ``{"error": {"message", "type", "code"}}`` (OpenAI, llama.cpp, vLLM, Ollama
+    ``/v1``), Anthropic's ``{"type": "error", "error": {"type", "message"}}``,
+    vLLM's older flat ``{"object": "error", "message", "type", "code"}``,
+    ``{"detail": …}`` (FastAPI servers), and HTML or plain text (the ``<title>``
+    of an HTML page, or the text itself). Numeric codes become strings. Never
+    raises; the message is bounded in length.
+    """
+    if isinstance(body, Mapping):
+        obj: Mapping[str, Any] = body
+    else:
+        text = (body if isinstance(body, str) else bytes(body).decode("utf-8", "replace")).strip()
+        if not text:
+            return ErrorDetails(message="(empty response body)")
+        parsed: object = None
+        if text[0] in "{[":
+            try:
+                parsed = json.loads(text)
+            except (ValueError, RecursionError):
+                parsed = None
+        if not isinstance(parsed, Mapping):
+            return ErrorDetails(message=_text_message(text))
+        obj = parsed
+    details = _details_from_object(obj)
+    if details is None:
+        return ErrorDetails(message=_bound(_compact_json(obj)))
+    return details
+
+
+def _details_from_object(obj: Mapping[str, Any]) -> ErrorDetails | None:
+    err = obj.get("error")
+    if isinstance(err, Mapping):
+        message = err.get("message")
+        if not isinstance(message, str) or not message:
+            message = obj.get("message")
+        if not isinstance(message, str) or not message:
+            message = _compact_json(err)
+        return ErrorDetails(
+            message=_bound(message),
+            error_type=_as_str(err.get("type")),
+            code=_as_str(err.get("code")),
+        )
+    if isinstance(err, str) and err:
+        return ErrorDetails(
+            message=_bound(err), error_type=_as_str(obj.get("type")), code=_as_str(obj.get("code"))
+        )
+    message = obj.get("message")
+    if isinstance(message, str) and message:
+        error_type = _as_str(obj.get("type"))
+        return ErrorDetails(
+            message=_bound(message),
+            error_type=None if error_type == "error" else error_type,
+            code=_as_str(obj.get("code")),
+        )
+    detail = obj.get("detail")
+    if detail is not None:
+        text = detail if isinstance(detail, str) else _compact_json(detail)
+        return ErrorDetails(message=_bound(text))
+    if err is not None and err is not False:
+        return ErrorDetails(message=_bound(_compact_json(err)))
+    return None
+
+
+_TITLE_RE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG_RE = re.compile(r"<[^>]*>")
+
+
+def _text_message(text: str) -> str:
+    head = text[:4096]
+    if head.startswith("<") and ("<html" in head.lower() or "<!doctype" in head.lower()):
+        match = _TITLE_RE.search(head)
+        text = match.group(1) if match and match.group(1).strip() else _TAG_RE.sub(" ", head)
+    return _bound(" ".join(text.split()) or "(empty response body)")
+
+
+def _bound(text: str, limit: int = _MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _compact_json(obj: object) -> str:
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)[:4096]
+    except (TypeError, ValueError, RecursionError):
+        return repr(obj)[:4096]
+
+
+def _as_str(value: object) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(int(value)) if value.is_integer() else str(value)
+    return None
+
+
+_CONTEXT_TYPES = frozenset({"exceed_context_size_error", "context_length_exceeded"})
+_CONTEXT_PHRASES = (
+    "context length",
+    "context_length",
+    "context window",
+    "context size",
+    "maximum context",
+    "prompt is too long",
+)
+_RATE_LIMIT_TYPES = frozenset({"rate_limit_error", "rate_limit_exceeded"})
+_AUTH_TYPES = frozenset({"authentication_error", "permission_error", "invalid_api_key"})
+
+
+def _is_context_error(status: int, details: ErrorDetails) -> bool:
+    if details.error_type in _CONTEXT_TYPES or details.code in _CONTEXT_TYPES:
+        return True
+    if status not in (200, 400, 413):
+        return False
+    message = details.message.lower()
+    return any(phrase in message for phrase in _CONTEXT_PHRASES)
+
+
+def build_api_error(
+    status: int,
+    details: ErrorDetails,
+    *,
+    body: str = "",
+    provider: str | None = None,
+    url: str | None = None,
+    retry_after: float | None = None,
+    mid_stream: bool | None = None,
+) -> LLMAPIError:
+    """Make the right :class:`LLMAPIError` subclass for an error status and what the server said.
+
+    401/403 → :class:`AuthenticationError`; 429 → :class:`RateLimitError`; a
+    400/413 (or mid-stream, ``status=200``) error whose type, code or message
+    says the context length was exceeded → :class:`ContextLengthExceededError`;
+    anything else → :class:`LLMAPIError`. Mid-stream errors are also classified
+    by their type (``rate_limit_error``, ``authentication_error``). ``mid_stream``
+    (default: ``status < 300``) says the error arrived inside a successful
+    response that had started streaming. The message
+    says who answered, what they said, and what to do. ``body`` is stored
+    bounded to :data:`BODY_EXCERPT_CHARS`.
+    """
+    who = provider or "the server"
+    where = f" at {url}" if url else ""
+    kinds = {details.error_type, details.code}
+    cls: type[LLMAPIError]
+    if status in (401, 403) or (status < 400 and not kinds.isdisjoint(_AUTH_TYPES)):
+        cls = AuthenticationError
+        hint = "check the API key (environment variable or config file) and its permissions"
+    elif status == 429 or (status < 400 and not kinds.isdisjoint(_RATE_LIMIT_TYPES)):
+        cls = RateLimitError
+        hint = (
+            f"rate limited; retry after {retry_after:g} s"
+            if retry_after is not None
+            else "rate limited; wait and retry"
+        )
+    elif _is_context_error(status, details):
+        cls = ContextLengthExceededError
+        hint = (
+            "the prompt does not fit the model's context window; shorten the conversation "
+            "or use a model (or server setting) with a longer context"
+        )
+    else:
+        cls = LLMAPIError
+        if status == 404:
+            hint = "check the model name (is it installed/pulled?) and the URL"
+        elif status in (503, 529):
+            hint = "the server is busy, overloaded or still loading the model; retry later"
+        elif status >= 500:
+            hint = "the server failed; retry, or look at the server's log"
+        elif status < 300:
+            hint = "the server gave up on this response; retry, or look at the server's log"
+        else:
+            hint = "check the request parameters"
+    if mid_stream is None:
+        mid_stream = status < 300
+    if mid_stream:
+        head = f"{who}{where} reported an error mid-stream"
+    else:
+        head = f"{who}{where} answered HTTP {status}"
+    return cls(
+        f"{head}: {details.message} ({hint})",
+        status=status,
+        body=body[:BODY_EXCERPT_CHARS],
+        provider=provider,
+        retry_after=retry_after,
+        error_type=details.error_type,
+        code=details.code,
+        url=url,
+    )
+
+
+def _stream_error(obj: Mapping[str, Any], raw: str, provider: str | None) -> LLMAPIError:
+    return build_api_error(200, parse_error_body(obj), body=raw, provider=provider)
+
+
+def _malformed(what: str, line: bytes, provider: str | None) -> MalformedResponseError:
+    excerpt = line[:BODY_EXCERPT_CHARS].decode("utf-8", "replace")
+    shown = excerpt if len(excerpt) <= 200 else excerpt[:199] + "…"
+    return MalformedResponseError(
+        f"{provider or 'the server'} sent {what}: {shown!r} (is this the right URL and "
+        "protocol for this server?)",
+        body=excerpt,
+        provider=provider,
+    )
+
+
+def _too_long(limit: int, provider: str | None) -> MalformedResponseError:
+    return MalformedResponseError(
+        f"{provider or 'the server'} sent a stream line or event longer than {limit} bytes; "
+        "stopped reading (raise max_line_bytes if such long lines are expected)",
+        provider=provider,
+    )
+
+
+# --------------------------------------------------------------------------- NDJSON
+
+
+async def iter_ndjson(
+    chunks: AsyncIterable[bytes],
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    provider: str | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """Yield the JSON object on each line of a newline-delimited JSON stream.
+
+    Lines end with ``\\n`` or ``\\r\\n`` and may be split anywhere across
+    chunks; blank lines are skipped; a last line without a line ending is
+    yielded when it is complete JSON.
+
+    Raises:
+        LLMAPIError: a line has a top-level non-null ``error`` key (an error
+            reported mid-stream); ``status`` is 200.
+        MalformedResponseError: a line is not a JSON object, the stream ends
+            inside a line, or a line exceeds ``max_line_bytes``.
+    """
+    loads = json.loads
+    pending: list[bytes] = []
+    pending_len = 0
+    async for chunk in chunks:
+        if b"\n" not in chunk:
+            if chunk:
+                pending.append(chunk)
+                pending_len += len(chunk)
+                if pending_len > max_line_bytes:
+                    raise _too_long(max_line_bytes, provider)
+            continue
+        if pending:
+            pending.append(chunk)
+            data = b"".join(pending)
+        else:
+            data = chunk
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if tail:
+            pending = [tail]
+            pending_len = len(tail)
+            if pending_len > max_line_bytes:
+                raise _too_long(max_line_bytes, provider)
+        else:
+            pending = []
+            pending_len = 0
+        if len(data) > max_line_bytes and any(len(line) > max_line_bytes for line in lines):
+            raise _too_long(max_line_bytes, provider)
+        for line in lines:
+            try:
+                obj = loads(line)
+            except (ValueError, RecursionError) as exc:
+                if not line.strip():
+                    continue
+                raise _malformed("a line that is not JSON", line, provider) from exc
+            if type(obj) is not dict:
+                raise _malformed("a line that is not a JSON object", line, provider)
+            if "error" in obj and obj["error"] is not None:
+                raise _stream_error(obj, line.decode("utf-8", "replace"), provider)
+            yield obj
+    if pending:
+        line = b"".join(pending)
+        if line.strip():
+            try:
+                obj = loads(line)
+            except (ValueError, RecursionError) as exc:
+                raise _malformed(
+                    "a truncated last line (the stream ended mid-line)", line, provider
+                ) from exc
+            if type(obj) is not dict:
+                raise _malformed("a line that is not a JSON object", line, provider)
+            if "error" in obj and obj["error"] is not None:
+                raise _stream_error(obj, line.decode("utf-8", "replace"), provider)
+            yield obj
+
+
+# --------------------------------------------------------------------------- SSE
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One Server-Sent Event.
+
+    ``event`` is the ``event:`` field (None when absent or empty, which the
+    spec calls a ``message`` event; ``"error"`` for a non-standard ``error:``
+    line); ``data`` is the ``data:`` lines joined with ``\\n``; ``id`` is the
+    last event id seen on the stream so far (None if none, or reset by an
+    empty ``id:``).
+    """
+
+    event: str | None
+    data: str
+    id: str | None
+
+
+class _SSEDecoder:
+    """The WHATWG event-stream parser, fed bytes chunk by chunk."""
+
+    __slots__ = (
+        "_data",
+        "_data_len",
+        "_event",
+        "_first",
+        "_last_id",
+        "_max",
+        "_pending",
+        "_pending_len",
+        "_provider",
+        "_skip_lf",
+    )
+
+    def __init__(self, max_line_bytes: int, provider: str | None) -> None:
+        self._max = max_line_bytes
+        self._provider = provider
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+        self._skip_lf = False
+        self._first = True
+        self._data: list[bytes] = []
+        self._data_len = 0
+        self._event: str | None = None
+        self._last_id: str | None = None
+
+    def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
+        """Take one chunk; yield the events it completes, in order."""
+        if not chunk:
+            return
+        if self._skip_lf:
+            # The previous chunk ended with "\r": a "\n" here completes that "\r\n".
+            self._skip_lf = False
+            if chunk[0] == 0x0A:
+                chunk = chunk[1:]
+                if not chunk:
+                    return
+        if b"\n" not in chunk and b"\r" not in chunk:
+            self._pending.append(chunk)
+            self._pending_len += len(chunk)
+            if self._pending_len > self._max:
+                raise _too_long(self._max, self._provider)
+            return
+        if self._pending:
+            self._pending.append(chunk)
+            data = b"".join(self._pending)
+        else:
+            data = chunk
+        lines = data.splitlines()
+        last = data[-1]
+        if last == 0x0A:
+            self._pending = []
+            self._pending_len = 0
+        elif last == 0x0D:
+            self._pending = []
+            self._pending_len = 0
+            self._skip_lf = True
+        else:
+            tail = lines.pop()
+            self._pending = [tail]
+            self._pending_len = len(tail)
+            if self._pending_len > self._max:
+                raise _too_long(self._max, self._provider)
+        if not lines:
+            return
+        if self._first:
+            self._first = False
+            if lines[0].startswith(_BOM):
+                lines[0] = lines[0][3:]
+        if len(data) > self._max and any(len(line) > self._max for line in lines):
+            raise _too_long(self._max, self._provider)
+        yield from self._lines(lines)
+
+    def _lines(self, lines: list[bytes]) -> Iterator[SSEEvent]:
+        parts = self._data
+        size = self._data_len
+        event = self._event
+        limit = self._max
+        for line in lines:
+            if not line:
+                if parts:
+                    data = (parts[0] if len(parts) == 1 else b"\n".join(parts)).decode(
+                        "utf-8", "replace"
+                    )
+                    parts.clear()
+                    size = 0
+                    ev = SSEEvent(event, data, self._last_id)
+                    event = None
+                    self._event = None
+                    self._data_len = 0
+                    yield ev
+                else:
+                    event = None
+                continue
+            if line.startswith(b"data: "):
+                value = line[6:]
+            elif line[0] == 0x3A:  # ":" starts a comment (keep-alive pings)
+                continue
+            else:
+                colon = line.find(b":")
+                if colon < 0:
+                    field, value = line, b""
+                else:
+                    field, value = line[:colon], line[colon + 1 :]
+                    if value[:1] == b" ":
+                        value = value[1:]
+                if field == b"event":
+                    event = value.decode("utf-8", "replace") or None
+                    continue
+                if field == b"id":
+                    if b"\0" not in value:
+                        self._last_id = value.decode("utf-8", "replace") or None
+                    continue
+                if field == b"error":
+                    # Old llama.cpp builds send "error: {...}" instead of an error event.
+                    event = "error"
+                elif field != b"data":
+                    continue  # "retry" and unknown fields are ignored
+            parts.append(value)
+            size += len(value) + 1
+            if size > limit:
+                raise _too_long(limit, self._provider)
+        self._event = event
+        self._data_len = size
+
+
+async def iter_sse(
+    chunks: AsyncIterable[bytes],
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    provider: str | None = None,
+) -> AsyncIterator[SSEEvent]:
+    """Yield the Server-Sent Events of a ``text/event-stream`` body.
+
+    Follows the WHATWG parsing rules: ``\\r\\n``, ``\\n`` and ``\\r`` line
+    endings; a leading BOM is dropped; ``:`` comment lines (keep-alive pings)
+    and the ``retry`` field are ignored; ``data`` lines are joined with
+    ``\\n``; an event is dispatched at a blank line, and only if it has data;
+    an incomplete event at the end of the stream is discarded. A non-standard
+    ``error:`` line (old llama.cpp) makes the event an ``"error"`` event.
+
+    Raises:
+        MalformedResponseError: a line or an event's data exceeds ``max_line_bytes``.
+    """
+    decoder = _SSEDecoder(max_line_bytes, provider)
+    feed = decoder.feed
+    async for chunk in chunks:
+        for event in feed(chunk):
+            yield event
+
+
+async def iter_sse_json(
+    chunks: AsyncIterable[bytes],
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    provider: str | None = None,
+) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+    """Yield ``(event name, JSON object)`` for each SSE event, stopping at ``data: [DONE]``.
+
+    Events with empty data are skipped. The event name is None for unnamed
+    events (OpenAI-compatible servers) and e.g. ``"content_block_delta"`` for
+    Anthropic.
+
+    Raises:
+        LLMAPIError: an ``error`` event (Anthropic's ``event: error``, old
+            llama.cpp's ``error:`` line), or data whose JSON object has a
+            top-level non-null ``error`` key; ``status`` is 200 and
+            ``error_type``/``code`` carry what the server called the error
+            (e.g. ``overloaded_error``).
+        MalformedResponseError: data that is not a JSON object, or a line or
+            event longer than ``max_line_bytes``.
+    """
+    decoder = _SSEDecoder(max_line_bytes, provider)
+    feed = decoder.feed
+    loads = json.loads
+    async for chunk in chunks:
+        for event in feed(chunk):
+            data = event.data
+            if event.event == "error":
+                raise _stream_error_event(data, provider)
+            if not data:
+                continue
+            if data == "[DONE]":
+                return
+            try:
+                obj = loads(data)
+            except (ValueError, RecursionError) as exc:
+                raise _malformed(
+                    "an event whose data is not JSON", data.encode("utf-8"), provider
+                ) from exc
+            if type(obj) is not dict:
+                raise _malformed(
+                    "an event whose data is not a JSON object", data.encode("utf-8"), provider
+                )
+            if "error" in obj and obj["error"] is not None:
+                raise _stream_error(obj, data, provider)
+            yield event.event, obj
+
+
+def _stream_error_event(data: str, provider: str | None) -> LLMAPIError:
+    details = parse_error_body(data) if data.strip() else ErrorDetails(message="(no details)")
+    return build_api_error(200, details, body=data, provider=provider)
