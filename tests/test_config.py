@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -128,8 +129,6 @@ def test_config_parser_only_raises_config_errors(text: str) -> None:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
         return
-    try:
+    with contextlib.suppress(ConfigError):
         S._from_raw(raw, where="fuzz", data_dir=Path("."), config_dir=Path("."),
                     config_file=Path("fuzz.toml"), database_url="sqlite://")
-    except ConfigError:
-        pass

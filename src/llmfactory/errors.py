@@ -9,7 +9,7 @@ happened and what to do about it::
     │   └── AmbiguousModelError     a bare name matches several models; carries ``candidates``
     ├── ConfigError                 the config file or an env var is unusable
     │   └── MissingAPIKeyError      a cloud model needs a key that is not set; names the variable
-    ├── StoreError                  the registry database cannot be opened or written; names the path
+    ├── StoreError                  the registry cannot be opened or written; names the path
     ├── RuntimeUnavailableError     a runtime host did not answer a probe
     ├── LLMConnectionError          the connection failed, timed out or broke mid-response
     │   └── LLMTimeoutError         a connect/read timeout or deadline passed

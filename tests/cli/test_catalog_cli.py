@@ -89,7 +89,7 @@ def test_register_remove_alias(run) -> None:  # type: ignore[no-untyped-def]
     assert data["context_length"] == 8192 and data["capabilities"] == ["chat", "tools"]
     assert data["pricing"]["input_per_million"] == 0.1 and data["source"] == "user"
     assert run("alias", "mine", "mine:ollama@gpu-box:11434")[0] == 0
-    code, out, _ = run("alias", "--json")
+    _, out, _ = run("alias", "--json")
     assert json.loads(out) == {"mine": "mine:ollama@gpu-box:11434"}
     assert json.loads(run("show", "mine", "--json")[1])["id"] == "mine:ollama@gpu-box:11434"
     code, out, _ = run("remove", "mine:ollama@gpu-box:11434")
@@ -109,6 +109,7 @@ def test_register_bad_input(run) -> None:  # type: ignore[no-untyped-def]
 
 def test_paths(run, home: Path) -> None:  # type: ignore[no-untyped-def]
     code, out, _ = run("paths", "--json")
+    assert code == 0
     data = json.loads(out)
     assert data["config_file"] == str(home / "config.toml")
     assert data["database_file"] == str(home / "registry.db")

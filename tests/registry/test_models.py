@@ -47,7 +47,9 @@ def test_capability_parse_accepts_synonyms() -> None:
 
 
 def test_pricing_cost() -> None:
-    pricing = Pricing(input_per_million=1.25, output_per_million=10.0, cached_input_per_million=0.125)
+    pricing = Pricing(
+        input_per_million=1.25, output_per_million=10.0, cached_input_per_million=0.125
+    )
     assert pricing.cost(1_000_000, 0) == pytest.approx(1.25)
     assert pricing.cost(1000, 500) == pytest.approx(0.00125 + 0.005)
     assert pricing.cost(1000, 0, cached_tokens=1000) == pytest.approx(0.000125)

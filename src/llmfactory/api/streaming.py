@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,7 +241,7 @@ def build_api_error(
         cls = LLMAPIError
         if status == 404:
             hint = "check the model name (is it installed/pulled?) and the URL"
-        elif status in (503, 529):
+        elif status in (503, 529) or details.error_type == "overloaded_error":
             hint = "the server is busy, overloaded or still loading the model; retry later"
         elif status >= 500:
             hint = "the server failed; retry, or look at the server's log"
@@ -271,12 +271,16 @@ def _stream_error(obj: Mapping[str, Any], raw: str, provider: str | None) -> LLM
     return build_api_error(200, parse_error_body(obj), body=raw, provider=provider)
 
 
-def _malformed(what: str, line: bytes, provider: str | None) -> MalformedResponseError:
+def _malformed(
+    what: str,
+    line: bytes,
+    provider: str | None,
+    hint: str = "is this the right URL and protocol for this server?",
+) -> MalformedResponseError:
     excerpt = line[:BODY_EXCERPT_CHARS].decode("utf-8", "replace")
     shown = excerpt if len(excerpt) <= 200 else excerpt[:199] + "…"
     return MalformedResponseError(
-        f"{provider or 'the server'} sent {what}: {shown!r} (is this the right URL and "
-        "protocol for this server?)",
+        f"{provider or 'the server'} sent {what}: {shown!r} ({hint})",
         body=excerpt,
         provider=provider,
     )
@@ -288,6 +292,43 @@ def _too_long(limit: int, provider: str | None) -> MalformedResponseError:
         "stopped reading (raise max_line_bytes if such long lines are expected)",
         provider=provider,
     )
+
+
+# --------------------------------------------------------------------------- JSON
+
+# The C scanner behind json.loads, called directly: it skips json.loads' argument
+# handling and its two whitespace regex matches, about 40 % of the cost of a short
+# line. Anything it does not accept whole goes through json.loads for the verdict.
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _loads_slow(line: str, what: str, provider: str | None, *, truncated: bool = False) -> Any:
+    """``json.loads`` with the error translated; returns ``_BLANK`` for a blank line."""
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        if not line.strip():
+            return _BLANK
+        raw = line.encode("utf-8", "surrogatepass")
+        if truncated:
+            raise _malformed(
+                what, raw, provider, "the connection was cut or the server stopped mid-line"
+            ) from exc
+        raise _malformed(what, raw, provider) from exc
+
+
+_BLANK: Any = object()
+
+
+def _check_object(obj: Any, line: str, provider: str | None) -> None:
+    if type(obj) is not dict:
+        raise _malformed("a line that is not a JSON object", line.encode(), provider)
+    if obj.get("error") is not None:
+        raise _stream_error(obj, line, provider)
+
+
+def _longest_line_exceeds(data: bytes, limit: int) -> bool:
+    return len(data) > limit and any(len(line) > limit for line in data.splitlines())
 
 
 # --------------------------------------------------------------------------- NDJSON
@@ -308,14 +349,15 @@ async def iter_ndjson(
     Raises:
         LLMAPIError: a line has a top-level non-null ``error`` key (an error
             reported mid-stream); ``status`` is 200.
-        MalformedResponseError: a line is not a JSON object, the stream ends
-            inside a line, or a line exceeds ``max_line_bytes``.
+        MalformedResponseError: a line is not a JSON object or not UTF-8, the
+            stream ends inside a line, or a line exceeds ``max_line_bytes``.
     """
-    loads = json.loads
+    scan = _scan_once
     pending: list[bytes] = []
     pending_len = 0
     async for chunk in chunks:
-        if b"\n" not in chunk:
+        nl = chunk.rfind(b"\n")
+        if nl < 0:
             if chunk:
                 pending.append(chunk)
                 pending_len += len(chunk)
@@ -323,47 +365,62 @@ async def iter_ndjson(
                     raise _too_long(max_line_bytes, provider)
             continue
         if pending:
+            nl += pending_len
             pending.append(chunk)
             data = b"".join(pending)
         else:
             data = chunk
-        lines = data.split(b"\n")
-        tail = lines.pop()
-        if tail:
+        end = nl + 1
+        if end == len(data):
+            pending = []
+            pending_len = 0
+        else:
+            tail = data[end:]
             pending = [tail]
             pending_len = len(tail)
             if pending_len > max_line_bytes:
                 raise _too_long(max_line_bytes, provider)
-        else:
-            pending = []
-            pending_len = 0
-        if len(data) > max_line_bytes and any(len(line) > max_line_bytes for line in lines):
+            data = data[:end]
+        if len(data) > max_line_bytes and _longest_line_exceeds(data, max_line_bytes):
             raise _too_long(max_line_bytes, provider)
+        deferred: MalformedResponseError | None = None
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as exc:
+            # Yield the good lines before the bad one, then fail.
+            cut = data.rfind(b"\n", 0, exc.start) + 1
+            bad = data[cut : data.find(b"\n", exc.start)]
+            deferred = _malformed("a line that is not valid UTF-8", bad, provider)
+            text = data[:cut].decode()
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        lines = text.split("\n")
+        lines.pop()  # what follows the last "\n": empty
         for line in lines:
             try:
-                obj = loads(line)
-            except (ValueError, RecursionError) as exc:
-                if not line.strip():
+                obj, stop = scan(line, 0)
+                if stop != len(line):
+                    obj = _loads_slow(line, "a line that is not JSON", provider)
+            except (StopIteration, ValueError, RecursionError):
+                obj = _loads_slow(line, "a line that is not JSON", provider)
+            if type(obj) is not dict or "error" in obj:
+                if obj is _BLANK:
                     continue
-                raise _malformed("a line that is not JSON", line, provider) from exc
-            if type(obj) is not dict:
-                raise _malformed("a line that is not a JSON object", line, provider)
-            if "error" in obj and obj["error"] is not None:
-                raise _stream_error(obj, line.decode("utf-8", "replace"), provider)
+                _check_object(obj, line, provider)
             yield obj
+        if deferred is not None:
+            raise deferred
     if pending:
-        line = b"".join(pending)
-        if line.strip():
+        raw = b"".join(pending)
+        if raw.strip():
             try:
-                obj = loads(line)
-            except (ValueError, RecursionError) as exc:
-                raise _malformed(
-                    "a truncated last line (the stream ended mid-line)", line, provider
-                ) from exc
-            if type(obj) is not dict:
-                raise _malformed("a line that is not a JSON object", line, provider)
-            if "error" in obj and obj["error"] is not None:
-                raise _stream_error(obj, line.decode("utf-8", "replace"), provider)
+                line = raw.decode()
+            except UnicodeDecodeError as exc:
+                raise _malformed("a line that is not valid UTF-8", raw, provider) from exc
+            obj = _loads_slow(
+                line, "a truncated last line (the stream ended mid-line)", provider, truncated=True
+            )
+            _check_object(obj, line, provider)
             yield obj
 
 
@@ -386,20 +443,27 @@ class SSEEvent:
     id: str | None
 
 
+_RawEvent = tuple[str | None, str]
+
+
 class _SSEDecoder:
-    """The WHATWG event-stream parser, fed bytes chunk by chunk."""
+    """The WHATWG event-stream parser, fed bytes chunk by chunk.
+
+    ``feed`` yields ``(event name, data)`` pairs; ``last_id`` is the last event
+    id at the time of the most recent pair.
+    """
 
     __slots__ = (
         "_data",
         "_data_len",
         "_event",
         "_first",
-        "_last_id",
         "_max",
         "_pending",
         "_pending_len",
         "_provider",
         "_skip_lf",
+        "last_id",
     )
 
     def __init__(self, max_line_bytes: int, provider: str | None) -> None:
@@ -409,12 +473,12 @@ class _SSEDecoder:
         self._pending_len = 0
         self._skip_lf = False
         self._first = True
-        self._data: list[bytes] = []
+        self._data: list[str] = []
         self._data_len = 0
         self._event: str | None = None
-        self._last_id: str | None = None
+        self.last_id: str | None = None
 
-    def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
+    def feed(self, chunk: bytes) -> Iterator[_RawEvent]:
         """Take one chunk; yield the events it completes, in order."""
         if not chunk:
             return
@@ -425,43 +489,42 @@ class _SSEDecoder:
                 chunk = chunk[1:]
                 if not chunk:
                     return
-        if b"\n" not in chunk and b"\r" not in chunk:
+        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+        if not end:
             self._pending.append(chunk)
             self._pending_len += len(chunk)
             if self._pending_len > self._max:
                 raise _too_long(self._max, self._provider)
             return
         if self._pending:
+            end += self._pending_len
             self._pending.append(chunk)
             data = b"".join(self._pending)
         else:
             data = chunk
-        lines = data.splitlines()
-        last = data[-1]
-        if last == 0x0A:
+        if end == len(data):
             self._pending = []
             self._pending_len = 0
-        elif last == 0x0D:
-            self._pending = []
-            self._pending_len = 0
-            self._skip_lf = True
+            self._skip_lf = data[-1] == 0x0D
         else:
-            tail = lines.pop()
+            tail = data[end:]
             self._pending = [tail]
             self._pending_len = len(tail)
             if self._pending_len > self._max:
                 raise _too_long(self._max, self._provider)
-        if not lines:
-            return
+            data = data[:end]
+        if len(data) > self._max and _longest_line_exceeds(data, self._max):
+            raise _too_long(self._max, self._provider)
+        # Only whole lines are decoded, so no character is cut in two.
+        text = data.decode("utf-8", "replace")
         if self._first:
             self._first = False
-            if lines[0].startswith(_BOM):
-                lines[0] = lines[0][3:]
-        if len(data) > self._max and any(len(line) > self._max for line in lines):
-            raise _too_long(self._max, self._provider)
-        yield from self._lines(lines)
-
-    def _lines(self, lines: list[bytes]) -> Iterator[SSEEvent]:
+            if text[0] == "\ufeff":
+                text = text[1:]
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+        lines.pop()  # what follows the last line ending: empty
         parts = self._data
         size = self._data_len
         event = self._event
@@ -469,42 +532,33 @@ class _SSEDecoder:
         for line in lines:
             if not line:
                 if parts:
-                    data = (parts[0] if len(parts) == 1 else b"\n".join(parts)).decode(
-                        "utf-8", "replace"
-                    )
+                    value = parts[0] if len(parts) == 1 else "\n".join(parts)
                     parts.clear()
                     size = 0
-                    ev = SSEEvent(event, data, self._last_id)
-                    event = None
                     self._event = None
                     self._data_len = 0
-                    yield ev
-                else:
-                    event = None
+                    yield event, value
+                event = None
                 continue
-            if line.startswith(b"data: "):
+            if line.startswith("data: "):
                 value = line[6:]
-            elif line[0] == 0x3A:  # ":" starts a comment (keep-alive pings)
+            elif line[0] == ":":  # a comment, e.g. a keep-alive ping
                 continue
             else:
-                colon = line.find(b":")
-                if colon < 0:
-                    field, value = line, b""
-                else:
-                    field, value = line[:colon], line[colon + 1 :]
-                    if value[:1] == b" ":
-                        value = value[1:]
-                if field == b"event":
-                    event = value.decode("utf-8", "replace") or None
+                field, colon, value = line.partition(":")
+                if colon and value[:1] == " ":
+                    value = value[1:]
+                if field == "event":
+                    event = value or None
                     continue
-                if field == b"id":
-                    if b"\0" not in value:
-                        self._last_id = value.decode("utf-8", "replace") or None
+                if field == "id":
+                    if "\0" not in value:
+                        self.last_id = value or None
                     continue
-                if field == b"error":
+                if field == "error":
                     # Old llama.cpp builds send "error: {...}" instead of an error event.
                     event = "error"
-                elif field != b"data":
+                elif field != "data":
                     continue  # "retry" and unknown fields are ignored
             parts.append(value)
             size += len(value) + 1
@@ -522,21 +576,23 @@ async def iter_sse(
 ) -> AsyncIterator[SSEEvent]:
     """Yield the Server-Sent Events of a ``text/event-stream`` body.
 
-    Follows the WHATWG parsing rules: ``\\r\\n``, ``\\n`` and ``\\r`` line
-    endings; a leading BOM is dropped; ``:`` comment lines (keep-alive pings)
-    and the ``retry`` field are ignored; ``data`` lines are joined with
-    ``\\n``; an event is dispatched at a blank line, and only if it has data;
-    an incomplete event at the end of the stream is discarded. A non-standard
-    ``error:`` line (old llama.cpp) makes the event an ``"error"`` event.
+    Follows the WHATWG parsing rules: UTF-8 decoding with replacement;
+    ``\\r\\n``, ``\\n`` and ``\\r`` line endings; a leading BOM is dropped;
+    ``:`` comment lines (keep-alive pings) and the ``retry`` field are
+    ignored; ``data`` lines are joined with ``\\n``; an event is dispatched at
+    a blank line, and only if it has data; an incomplete event at the end of
+    the stream is discarded. A non-standard ``error:`` line (old llama.cpp)
+    makes the event an ``"error"`` event.
 
     Raises:
-        MalformedResponseError: a line or an event's data exceeds ``max_line_bytes``.
+        MalformedResponseError: a line or an event's data exceeds
+            ``max_line_bytes`` (data is counted in characters).
     """
     decoder = _SSEDecoder(max_line_bytes, provider)
     feed = decoder.feed
     async for chunk in chunks:
-        for event in feed(chunk):
-            yield event
+        for name, data in feed(chunk):
+            yield SSEEvent(name, data, decoder.last_id)
 
 
 async def iter_sse_json(
@@ -562,29 +618,26 @@ async def iter_sse_json(
     """
     decoder = _SSEDecoder(max_line_bytes, provider)
     feed = decoder.feed
-    loads = json.loads
+    scan = _scan_once
     async for chunk in chunks:
-        for event in feed(chunk):
-            data = event.data
-            if event.event == "error":
-                raise _stream_error_event(data, provider)
-            if not data:
-                continue
-            if data == "[DONE]":
-                return
+        for name, data in feed(chunk):
             try:
-                obj = loads(data)
-            except (ValueError, RecursionError) as exc:
-                raise _malformed(
-                    "an event whose data is not JSON", data.encode("utf-8"), provider
-                ) from exc
-            if type(obj) is not dict:
-                raise _malformed(
-                    "an event whose data is not a JSON object", data.encode("utf-8"), provider
-                )
-            if "error" in obj and obj["error"] is not None:
-                raise _stream_error(obj, data, provider)
-            yield event.event, obj
+                obj, stop = scan(data, 0)
+                if stop != len(data):
+                    raise ValueError
+            except (StopIteration, ValueError, RecursionError):
+                if name == "error":
+                    raise _stream_error_event(data, provider) from None
+                if data == "[DONE]":
+                    return
+                obj = _loads_slow(data, "an event whose data is not JSON", provider)
+                if obj is _BLANK:
+                    continue
+            if name == "error":
+                raise _stream_error_event(data, provider)
+            if type(obj) is not dict or "error" in obj:
+                _check_object(obj, data, provider)
+            yield name, obj
 
 
 def _stream_error_event(data: str, provider: str | None) -> LLMAPIError:

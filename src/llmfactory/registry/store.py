@@ -78,6 +78,15 @@ def _from_db(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+_SEEN_FIELDS = ("last_seen", "available")
+
+
+def _same_but_seen(a: LLMModel, b: LLMModel) -> bool:
+    """True when two records differ at most in when they were seen and availability."""
+    da, db = a.__dict__, b.__dict__
+    return all(da[c] == db[c] for c in _MODEL_COLUMNS if c not in _SEEN_FIELDS)
+
+
 def merge_model(existing: LLMModel | None, incoming: LLMModel) -> LLMModel:
     """Combine a stored record with a new one from discovery, the catalogue or the user.
 
@@ -98,7 +107,7 @@ def merge_model(existing: LLMModel | None, incoming: LLMModel) -> LLMModel:
     merged["user_fields"] = sorted(set(existing.user_fields) | set(incoming.user_fields))
     if existing.source == "user":
         merged["source"] = "user"
-    return LLMModel(**merged)
+    return LLMModel.from_row(merged)
 
 
 def _describe_url(url: str) -> tuple[str | None, str]:
@@ -314,7 +323,7 @@ class Store:
         """Every stored model."""
         with self._read() as conn:
             rows = conn.execute(select(_MODELS)).mappings().all()
-        return [LLMModel(**_from_db(dict(row))) for row in rows]
+        return [LLMModel.from_row(_from_db(dict(row))) for row in rows]
 
     def get_model(self, identifier: str) -> LLMModel | None:
         """One stored model, read from the database (not from any cache)."""
@@ -322,7 +331,7 @@ class Store:
             row = conn.execute(
                 select(_MODELS).where(_MODELS.c.identifier == identifier)
             ).mappings().first()
-        return LLMModel(**_from_db(dict(row))) if row is not None else None
+        return LLMModel.from_row(_from_db(dict(row))) if row is not None else None
 
     def _existing(self, conn: Connection, identifiers: Sequence[str]) -> dict[str, LLMModel]:
         found: dict[str, LLMModel] = {}
@@ -331,7 +340,7 @@ class Store:
             for row in conn.execute(
                 select(_MODELS).where(_MODELS.c.identifier.in_(chunk))
             ).mappings():
-                model = LLMModel(**_from_db(dict(row)))
+                model = LLMModel.from_row(_from_db(dict(row)))
                 found[model.identifier] = model
         return found
 
@@ -366,18 +375,35 @@ class Store:
     def _write_models(
         self, conn: Connection, models: Sequence[LLMModel], existing: dict[str, LLMModel]
     ) -> None:
-        new_rows = [_to_db(m.to_row()) for m in models if m.identifier not in existing]
-        old_rows = [_to_db(m.to_row()) for m in models if m.identifier in existing]
-        if new_rows:
-            conn.execute(insert(_MODELS), new_rows)
-        if old_rows:
-            columns: dict[str, Any] = {c: bindparam(f"v_{c}") for c in _MODEL_COLUMNS if c != "identifier"}
-            stmt = (
+        # Rows whose only change is when they were seen (rediscovery of an unchanged
+        # model) get one UPDATE per batch; the rest are replaced wholesale (delete +
+        # insert in one transaction: portable, and much faster than per-row UPDATEs).
+        touched: list[dict[str, Any]] = []
+        rows: list[dict[str, Any]] = []
+        replaced: list[str] = []
+        for model in models:
+            old = existing.get(model.identifier)
+            if old is not None and _same_but_seen(old, model):
+                touched.append(
+                    {"k": model.identifier, "seen": _utc(model.last_seen),
+                     "avail": model.available}
+                )
+                continue
+            if old is not None:
+                replaced.append(model.identifier)
+            rows.append(_to_db(model.to_row()))
+        if touched:
+            conn.execute(
                 update(_MODELS)
-                .where(_MODELS.c.identifier == bindparam("v_identifier"))
-                .values(columns)
+                .where(_MODELS.c.identifier == bindparam("k"))
+                .values(last_seen=bindparam("seen"), available=bindparam("avail")),
+                touched,
             )
-            conn.execute(stmt, [{f"v_{k}": v for k, v in row.items()} for row in old_rows])
+        for start in range(0, len(replaced), _CHUNK):
+            chunk = replaced[start : start + _CHUNK]
+            conn.execute(delete(_MODELS).where(_MODELS.c.identifier.in_(chunk)))
+        if rows:
+            conn.execute(insert(_MODELS), rows)
 
     def set_availability(
         self, identifiers: Sequence[str], available: bool, *, seen: datetime | None = None
