@@ -244,3 +244,18 @@ def test_several_processes_write_one_file(db_url: str) -> None:
     assert len(store.load_models()) == 120
     assert store.integrity_check() == "ok"
     store.close()
+
+
+def test_read_only_registry_can_be_read_but_not_written(db_url: str, tmp_path: Path) -> None:
+    store = Store(db_url)
+    store.upsert_models([_model()])
+    store.close()
+    path = tmp_path / "registry.db"
+    store = Store(f"sqlite:///file:{path}?mode=ro&uri=true")
+    assert store.path == str(path)
+    assert [m.identifier for m in store.load_models()] == ["m:ollama@h:1"]
+    with pytest.raises(StoreError, match="readonly") as info:
+        store.upsert_models([_model("n:ollama@h:1")])
+    assert str(path) in str(info.value) and "LLMFACTORY_HOME" in str(info.value)
+    store.close()
+    assert [m.identifier for m in Store(db_url).load_models()] == ["m:ollama@h:1"]

@@ -116,7 +116,11 @@ def _describe_url(url: str) -> tuple[str | None, str]:
     printable = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
+        if database and database.startswith("file:"):  # an SQLite URI (?mode=ro&uri=true)
+            database = database[len("file:") :].split("?", 1)[0]
+            if database and database != ":memory:" and "mode=memory" not in url:
+                return database, printable
+        elif database and database != ":memory:":
             return database, printable
     return None, printable
 
