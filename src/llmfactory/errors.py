@@ -18,7 +18,8 @@ happened and what to do about it::
     │   ├── RateLimitError          429 (``retry_after`` when the server said)
     │   ├── ContextLengthExceededError  the prompt does not fit the model's context
     │   └── MalformedResponseError  the response is not what the protocol says (bad JSON, too long)
-    └── ExtensionError              an extension hook failed or refused the call
+    ├── ExtensionError              an extension hook failed or refused the call
+    └── ConversationBusyError       a conversation got a message while still answering one
 
 Errors raised while handling a third-party exception keep it as ``__cause__``.
 """
@@ -32,6 +33,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "ContextLengthExceededError",
+    "ConversationBusyError",
     "ExtensionError",
     "InvalidIdentifierError",
     "LLMAPIError",
@@ -220,3 +222,11 @@ class ExtensionError(LLMFactoryError):
         super().__init__(message)
         self.extension = extension
         self.hook = hook
+
+
+class ConversationBusyError(LLMFactoryError, RuntimeError):
+    """A conversation was asked to send while another of its calls is still running.
+
+    A conversation answers one message at a time; await the running call (or
+    close its stream) first, or use ``complete()`` for independent concurrent calls.
+    """

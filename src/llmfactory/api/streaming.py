@@ -9,8 +9,11 @@ yield parsed items:
 * :func:`iter_sse_json` — SSE events whose ``data`` is JSON (OpenAI-compatible
   ``/v1/chat/completions``, Anthropic ``/v1/messages``), stopping at ``[DONE]``.
 
-Lines are split on bytes and JSON is parsed from bytes, so the per-line cost is
-one ``json.loads`` plus a few C-level byte operations. A line longer than
+Each chunk is split into lines on bytes, its complete lines are decoded in one
+go, and each line is parsed by the C JSON scanner, so the per-line cost is
+little more than the JSON parse itself. The readers are plain async iterators
+(not async generators): stopping early needs no ``aclosing``, though they have
+an ``aclose()``. A line longer than
 ``max_line_bytes`` raises :class:`~llmfactory.errors.MalformedResponseError`
 instead of growing a buffer without bound.
 
@@ -26,9 +29,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from llmfactory.errors import (
     AuthenticationError,
@@ -57,7 +61,7 @@ BODY_EXCERPT_CHARS = 2000
 """How much of a server's body an error keeps in ``body``."""
 
 _MESSAGE_CHARS = 500
-_BOM = b"\xef\xbb\xbf"
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------- errors
@@ -301,6 +305,8 @@ def _too_long(limit: int, provider: str | None) -> MalformedResponseError:
 # line. Anything it does not accept whole goes through json.loads for the verdict.
 _scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
+_BLANK: Any = object()
+
 
 def _loads_slow(line: str, what: str, provider: str | None, *, truncated: bool = False) -> Any:
     """``json.loads`` with the error translated; returns ``_BLANK`` for a blank line."""
@@ -317,9 +323,6 @@ def _loads_slow(line: str, what: str, provider: str | None, *, truncated: bool =
         raise _malformed(what, raw, provider) from exc
 
 
-_BLANK: Any = object()
-
-
 def _check_object(obj: Any, line: str, provider: str | None) -> None:
     if type(obj) is not dict:
         raise _malformed("a line that is not a JSON object", line.encode(), provider)
@@ -331,97 +334,181 @@ def _longest_line_exceeds(data: bytes, limit: int) -> bool:
     return len(data) > limit and any(len(line) > limit for line in data.splitlines())
 
 
-# --------------------------------------------------------------------------- NDJSON
+# --------------------------------------------------------------------------- readers
+#
+# The readers are small classes rather than async generators: a consumer that
+# stops early (``break``, an exception, cancellation) leaves nothing behind that
+# the event loop must finalise later (trio warns about abandoned async
+# generators). Each chunk is parsed in one synchronous pass into a queue of
+# items; an error found in a chunk is raised after the items before it.
 
 
-async def iter_ndjson(
-    chunks: AsyncIterable[bytes],
-    *,
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    provider: str | None = None,
-) -> AsyncIterator[dict[str, Any]]:
-    """Yield the JSON object on each line of a newline-delimited JSON stream.
+class _Reader(Generic[_T]):
+    """Pull chunks, parse each in one pass into ``_ready``, hand items out one by one."""
 
-    Lines end with ``\\n`` or ``\\r\\n`` and may be split anywhere across
-    chunks; blank lines are skipped; a last line without a line ending is
-    yielded when it is complete JSON.
+    __slots__ = ("_chunks", "_done", "_error", "_max", "_provider", "_ready")
 
-    Raises:
-        LLMAPIError: a line has a top-level non-null ``error`` key (an error
-            reported mid-stream); ``status`` is 200.
-        MalformedResponseError: a line is not a JSON object or not UTF-8, the
-            stream ends inside a line, or a line exceeds ``max_line_bytes``.
-    """
-    scan = _scan_once
-    pending: list[bytes] = []
-    pending_len = 0
-    async for chunk in chunks:
+    def __init__(
+        self, chunks: AsyncIterable[bytes], max_line_bytes: int, provider: str | None
+    ) -> None:
+        self._chunks = chunks.__aiter__()
+        self._ready: deque[_T] = deque()
+        self._error: LLMAPIError | None = None
+        self._done = False
+        self._max = max_line_bytes
+        self._provider = provider
+
+    def __aiter__(self) -> _Reader[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        ready = self._ready
+        while not ready:
+            if self._error is not None:
+                error, self._error = self._error, None
+                self._done = True
+                raise error
+            if self._done:
+                raise StopAsyncIteration
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self._done = True
+                chunk = None
+            try:
+                if chunk is None:
+                    self._parse_end()
+                else:
+                    self._parse(chunk)
+            except LLMAPIError as exc:  # raised once the items before it are handed out
+                self._error = exc
+                self._done = True
+        return ready.popleft()
+
+    def _parse(self, chunk: bytes) -> None:
+        raise NotImplementedError
+
+    def _parse_end(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Stop: drop what is buffered (the chunk source stays the caller's to close)."""
+        self._ready.clear()
+        self._error = None
+        self._done = True
+
+
+class _NDJSONReader(_Reader[dict[str, Any]]):
+    __slots__ = ("_pending", "_pending_len")
+
+    def __init__(
+        self, chunks: AsyncIterable[bytes], max_line_bytes: int, provider: str | None
+    ) -> None:
+        super().__init__(chunks, max_line_bytes, provider)
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+
+    def _parse(self, chunk: bytes) -> None:
+        limit = self._max
         nl = chunk.rfind(b"\n")
         if nl < 0:
             if chunk:
-                pending.append(chunk)
-                pending_len += len(chunk)
-                if pending_len > max_line_bytes:
-                    raise _too_long(max_line_bytes, provider)
-            continue
-        if pending:
-            nl += pending_len
-            pending.append(chunk)
-            data = b"".join(pending)
+                self._pending.append(chunk)
+                self._pending_len += len(chunk)
+                if self._pending_len > limit:
+                    raise _too_long(limit, self._provider)
+            return
+        if self._pending:
+            nl += self._pending_len
+            self._pending.append(chunk)
+            data = b"".join(self._pending)
         else:
             data = chunk
         end = nl + 1
         if end == len(data):
-            pending = []
-            pending_len = 0
+            self._pending = []
+            self._pending_len = 0
         else:
             tail = data[end:]
-            pending = [tail]
-            pending_len = len(tail)
-            if pending_len > max_line_bytes:
-                raise _too_long(max_line_bytes, provider)
+            self._pending = [tail]
+            self._pending_len = len(tail)
+            if len(tail) > limit:
+                raise _too_long(limit, self._provider)
             data = data[:end]
-        if len(data) > max_line_bytes and _longest_line_exceeds(data, max_line_bytes):
-            raise _too_long(max_line_bytes, provider)
-        deferred: MalformedResponseError | None = None
+        if len(data) > limit and _longest_line_exceeds(data, limit):
+            raise _too_long(limit, self._provider)
+        bad_utf8: MalformedResponseError | None = None
         try:
             text = data.decode()
         except UnicodeDecodeError as exc:
-            # Yield the good lines before the bad one, then fail.
+            # Hand out the good lines before the bad one, then fail.
             cut = data.rfind(b"\n", 0, exc.start) + 1
             bad = data[cut : data.find(b"\n", exc.start)]
-            deferred = _malformed("a line that is not valid UTF-8", bad, provider)
+            bad_utf8 = _malformed("a line that is not valid UTF-8", bad, self._provider)
             text = data[:cut].decode()
         if "\r" in text:
             text = text.replace("\r\n", "\n")
         lines = text.split("\n")
         lines.pop()  # what follows the last "\n": empty
+        append = self._ready.append
+        scan = _scan_once
         for line in lines:
             try:
                 obj, stop = scan(line, 0)
                 if stop != len(line):
-                    obj = _loads_slow(line, "a line that is not JSON", provider)
+                    obj = _loads_slow(line, "a line that is not JSON", self._provider)
             except (StopIteration, ValueError, RecursionError):
-                obj = _loads_slow(line, "a line that is not JSON", provider)
+                obj = _loads_slow(line, "a line that is not JSON", self._provider)
             if type(obj) is not dict or "error" in obj:
                 if obj is _BLANK:
                     continue
-                _check_object(obj, line, provider)
-            yield obj
-        if deferred is not None:
-            raise deferred
-    if pending:
-        raw = b"".join(pending)
-        if raw.strip():
-            try:
-                line = raw.decode()
-            except UnicodeDecodeError as exc:
-                raise _malformed("a line that is not valid UTF-8", raw, provider) from exc
-            obj = _loads_slow(
-                line, "a truncated last line (the stream ended mid-line)", provider, truncated=True
-            )
-            _check_object(obj, line, provider)
-            yield obj
+                _check_object(obj, line, self._provider)
+            append(obj)
+        if bad_utf8 is not None:
+            raise bad_utf8
+
+    def _parse_end(self) -> None:
+        if not self._pending:
+            return
+        raw = b"".join(self._pending)
+        self._pending = []
+        if not raw.strip():
+            return
+        try:
+            line = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise _malformed("a line that is not valid UTF-8", raw, self._provider) from exc
+        obj = _loads_slow(
+            line,
+            "a truncated last line (the stream ended mid-line)",
+            self._provider,
+            truncated=True,
+        )
+        _check_object(obj, line, self._provider)
+        self._ready.append(obj)
+
+
+def iter_ndjson(
+    chunks: AsyncIterable[bytes],
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    provider: str | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """Iterate over the JSON objects, one per line, of a newline-delimited JSON stream.
+
+    Lines end with ``\\n`` or ``\\r\\n`` and may be split anywhere across
+    chunks; blank lines are skipped; a last line without a line ending is
+    yielded when it is complete JSON. The returned iterator also has an
+    ``aclose()``, so ``contextlib.aclosing`` works; stopping early is safe
+    without it.
+
+    Raises (while iterating):
+        LLMAPIError: a line has a top-level non-null ``error`` key (an error
+            reported mid-stream); ``status`` is 200.
+        MalformedResponseError: a line is not a JSON object or not UTF-8, the
+            stream ends inside a line, or a line exceeds ``max_line_bytes``.
+    """
+    return _NDJSONReader(chunks, max_line_bytes, provider)
 
 
 # --------------------------------------------------------------------------- SSE
@@ -443,14 +530,12 @@ class SSEEvent:
     id: str | None
 
 
-_RawEvent = tuple[str | None, str]
-
-
-class _SSEDecoder:
+class _SSEReader(_Reader[Any]):
     """The WHATWG event-stream parser, fed bytes chunk by chunk.
 
-    ``feed`` yields ``(event name, data)`` pairs; ``last_id`` is the last event
-    id at the time of the most recent pair.
+    Yields :class:`SSEEvent` objects, or with ``json_mode`` ``(event name,
+    JSON object)`` pairs (stopping at ``[DONE]``), converted as each event is
+    dispatched.
     """
 
     __slots__ = (
@@ -458,17 +543,22 @@ class _SSEDecoder:
         "_data_len",
         "_event",
         "_first",
-        "_max",
+        "_json_mode",
+        "_last_id",
         "_pending",
         "_pending_len",
-        "_provider",
         "_skip_lf",
-        "last_id",
     )
 
-    def __init__(self, max_line_bytes: int, provider: str | None) -> None:
-        self._max = max_line_bytes
-        self._provider = provider
+    def __init__(
+        self,
+        chunks: AsyncIterable[bytes],
+        max_line_bytes: int,
+        provider: str | None,
+        json_mode: bool,
+    ) -> None:
+        super().__init__(chunks, max_line_bytes, provider)
+        self._json_mode = json_mode
         self._pending: list[bytes] = []
         self._pending_len = 0
         self._skip_lf = False
@@ -476,12 +566,12 @@ class _SSEDecoder:
         self._data: list[str] = []
         self._data_len = 0
         self._event: str | None = None
-        self.last_id: str | None = None
+        self._last_id: str | None = None
 
-    def feed(self, chunk: bytes) -> Iterator[_RawEvent]:
-        """Take one chunk; yield the events it completes, in order."""
+    def _parse(self, chunk: bytes) -> None:
         if not chunk:
             return
+        limit = self._max
         if self._skip_lf:
             # The previous chunk ended with "\r": a "\n" here completes that "\r\n".
             self._skip_lf = False
@@ -489,13 +579,35 @@ class _SSEDecoder:
                 chunk = chunk[1:]
                 if not chunk:
                     return
-        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
-        if not end:
+        if (
+            not self._pending
+            and not self._data
+            and chunk[-2:] == b"\n\n"
+            and chunk.startswith(b"data: ")
+            and chunk.find(b"\n") == len(chunk) - 2
+            and b"\r" not in chunk
+            and len(chunk) <= limit
+        ):
+            # The common case of OpenAI-compatible servers: one "data: …" event per chunk.
+            self._first = False
+            event, self._event = self._event, None
+            value = chunk[6:-2].decode("utf-8", "replace")
+            if not self._json_mode:
+                self._ready.append(SSEEvent(event, value, self._last_id))
+            elif self._add_json(event, value):
+                self._done = True
+            return
+        last = chunk.rfind(b"\n")
+        cr = chunk.rfind(b"\r", last + 1)
+        if cr > last:
+            last = cr
+        if last < 0:
             self._pending.append(chunk)
             self._pending_len += len(chunk)
-            if self._pending_len > self._max:
-                raise _too_long(self._max, self._provider)
+            if self._pending_len > limit:
+                raise _too_long(limit, self._provider)
             return
+        end = last + 1
         if self._pending:
             end += self._pending_len
             self._pending.append(chunk)
@@ -503,18 +615,19 @@ class _SSEDecoder:
         else:
             data = chunk
         if end == len(data):
-            self._pending = []
-            self._pending_len = 0
+            if self._pending_len:
+                self._pending = []
+                self._pending_len = 0
             self._skip_lf = data[-1] == 0x0D
         else:
             tail = data[end:]
             self._pending = [tail]
             self._pending_len = len(tail)
-            if self._pending_len > self._max:
-                raise _too_long(self._max, self._provider)
+            if len(tail) > limit:
+                raise _too_long(limit, self._provider)
             data = data[:end]
-        if len(data) > self._max and _longest_line_exceeds(data, self._max):
-            raise _too_long(self._max, self._provider)
+        if len(data) > limit and _longest_line_exceeds(data, limit):
+            raise _too_long(limit, self._provider)
         # Only whole lines are decoded, so no character is cut in two.
         text = data.decode("utf-8", "replace")
         if self._first:
@@ -528,53 +641,82 @@ class _SSEDecoder:
         parts = self._data
         size = self._data_len
         event = self._event
-        limit = self._max
-        for line in lines:
-            if not line:
-                if parts:
-                    value = parts[0] if len(parts) == 1 else "\n".join(parts)
-                    parts.clear()
-                    size = 0
-                    self._event = None
-                    self._data_len = 0
-                    yield event, value
-                event = None
-                continue
-            if line.startswith("data: "):
-                value = line[6:]
-            elif line[0] == ":":  # a comment, e.g. a keep-alive ping
-                continue
-            else:
-                field, colon, value = line.partition(":")
-                if colon and value[:1] == " ":
-                    value = value[1:]
-                if field == "event":
-                    event = value or None
+        append = self._ready.append
+        json_mode = self._json_mode
+        try:
+            for line in lines:
+                if not line:  # a blank line dispatches the event
+                    if parts:
+                        value = parts[0] if len(parts) == 1 else "\n".join(parts)
+                        parts.clear()
+                        size = 0
+                        if not json_mode:
+                            append(SSEEvent(event, value, self._last_id))
+                        elif self._add_json(event, value):
+                            self._done = True
+                            return
+                    event = None
                     continue
-                if field == "id":
-                    if "\0" not in value:
-                        self.last_id = value or None
+                if line.startswith("data: "):
+                    value = line[6:]
+                elif line[0] == ":":  # a comment, e.g. a keep-alive ping
                     continue
-                if field == "error":
-                    # Old llama.cpp builds send "error: {...}" instead of an error event.
-                    event = "error"
-                elif field != "data":
-                    continue  # "retry" and unknown fields are ignored
-            parts.append(value)
-            size += len(value) + 1
-            if size > limit:
-                raise _too_long(limit, self._provider)
-        self._event = event
-        self._data_len = size
+                else:
+                    field, colon, value = line.partition(":")
+                    if colon and value[:1] == " ":
+                        value = value[1:]
+                    if field == "event":
+                        event = value or None
+                        continue
+                    if field == "id":
+                        if "\0" not in value:
+                            self._last_id = value or None
+                        continue
+                    if field == "error":
+                        # Old llama.cpp builds send "error: {...}" instead of an error event.
+                        event = "error"
+                    elif field != "data":
+                        continue  # "retry" and unknown fields are ignored
+                parts.append(value)
+                size += len(value) + 1
+                if size > limit:
+                    raise _too_long(limit, self._provider)
+        finally:
+            self._event = event
+            self._data_len = size
+
+    def _add_json(self, name: str | None, data: str) -> bool:
+        """Queue one event's JSON; True at ``[DONE]``."""
+        try:
+            obj, stop = _scan_once(data, 0)
+            if stop != len(data):
+                raise ValueError
+        except (StopIteration, ValueError, RecursionError):
+            if name == "error":
+                raise _stream_error_event(data, self._provider) from None
+            if data == "[DONE]":
+                return True
+            obj = _loads_slow(data, "an event whose data is not JSON", self._provider)
+            if obj is _BLANK:
+                return False
+        if name == "error":
+            raise _stream_error_event(data, self._provider)
+        if type(obj) is not dict or "error" in obj:
+            _check_object(obj, data, self._provider)
+        self._ready.append((name, obj))
+        return False
+
+    def _parse_end(self) -> None:
+        pass  # an incomplete last event is discarded, as the spec says
 
 
-async def iter_sse(
+def iter_sse(
     chunks: AsyncIterable[bytes],
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     provider: str | None = None,
 ) -> AsyncIterator[SSEEvent]:
-    """Yield the Server-Sent Events of a ``text/event-stream`` body.
+    """Iterate over the Server-Sent Events of a ``text/event-stream`` body.
 
     Follows the WHATWG parsing rules: UTF-8 decoding with replacement;
     ``\\r\\n``, ``\\n`` and ``\\r`` line endings; a leading BOM is dropped;
@@ -582,32 +724,29 @@ async def iter_sse(
     ignored; ``data`` lines are joined with ``\\n``; an event is dispatched at
     a blank line, and only if it has data; an incomplete event at the end of
     the stream is discarded. A non-standard ``error:`` line (old llama.cpp)
-    makes the event an ``"error"`` event.
+    makes the event an ``"error"`` event. Stopping early is safe; the
+    iterator also has an ``aclose()``.
 
-    Raises:
+    Raises (while iterating):
         MalformedResponseError: a line or an event's data exceeds
             ``max_line_bytes`` (data is counted in characters).
     """
-    decoder = _SSEDecoder(max_line_bytes, provider)
-    feed = decoder.feed
-    async for chunk in chunks:
-        for name, data in feed(chunk):
-            yield SSEEvent(name, data, decoder.last_id)
+    return _SSEReader(chunks, max_line_bytes, provider, json_mode=False)
 
 
-async def iter_sse_json(
+def iter_sse_json(
     chunks: AsyncIterable[bytes],
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     provider: str | None = None,
 ) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
-    """Yield ``(event name, JSON object)`` for each SSE event, stopping at ``data: [DONE]``.
+    """Iterate over ``(event name, JSON object)`` per SSE event, stopping at ``data: [DONE]``.
 
     Events with empty data are skipped. The event name is None for unnamed
     events (OpenAI-compatible servers) and e.g. ``"content_block_delta"`` for
-    Anthropic.
+    Anthropic. Stopping early is safe; the iterator also has an ``aclose()``.
 
-    Raises:
+    Raises (while iterating):
         LLMAPIError: an ``error`` event (Anthropic's ``event: error``, old
             llama.cpp's ``error:`` line), or data whose JSON object has a
             top-level non-null ``error`` key; ``status`` is 200 and
@@ -616,28 +755,7 @@ async def iter_sse_json(
         MalformedResponseError: data that is not a JSON object, or a line or
             event longer than ``max_line_bytes``.
     """
-    decoder = _SSEDecoder(max_line_bytes, provider)
-    feed = decoder.feed
-    scan = _scan_once
-    async for chunk in chunks:
-        for name, data in feed(chunk):
-            try:
-                obj, stop = scan(data, 0)
-                if stop != len(data):
-                    raise ValueError
-            except (StopIteration, ValueError, RecursionError):
-                if name == "error":
-                    raise _stream_error_event(data, provider) from None
-                if data == "[DONE]":
-                    return
-                obj = _loads_slow(data, "an event whose data is not JSON", provider)
-                if obj is _BLANK:
-                    continue
-            if name == "error":
-                raise _stream_error_event(data, provider)
-            if type(obj) is not dict or "error" in obj:
-                _check_object(obj, data, provider)
-            yield name, obj
+    return _SSEReader(chunks, max_line_bytes, provider, json_mode=True)
 
 
 def _stream_error_event(data: str, provider: str | None) -> LLMAPIError:

@@ -79,6 +79,8 @@ RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 409, 429, 500, 502, 503, 50
 """Statuses worth retrying: timeouts, conflicts, rate limits, server errors, Anthropic's 529."""
 
 _ERROR_BODY_BYTES = 64 * 1024
+_UNWIND_SECONDS = 1.0
+_UNWIND_MAX_CHUNKS = 10_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -390,35 +392,11 @@ _RETRYABLE_EXCEPTIONS = (
 )
 
 
-async def _read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """Read at most ``limit`` bytes of the body; the flag says whether there was more."""
-    parts: list[bytes] = []
-    size = 0
-    chunks = response.aiter_bytes()
-    try:
-        async for chunk in chunks:
-            size += len(chunk)
-            if size > limit:
-                parts.append(chunk[: len(chunk) - (size - limit)])
-                return b"".join(parts), True
-            parts.append(chunk)
-    finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            with anyio.CancelScope(shield=True):
-                await aclose()
-    return b"".join(parts), False
-
-
-async def _close_response(response: httpx.Response) -> None:
-    with anyio.CancelScope(shield=True):
-        await response.aclose()
-
-
 async def _status_error(
-    response: httpx.Response, url: str, provider: str | None, retry_after: float | None
+    response: StreamResponse, provider: str | None, retry_after: float | None
 ) -> LLMAPIError:
     status = response.status_code
+    url = response.url
     if 300 <= status < 400:
         location = response.headers.get("location", "?")
         return LLMAPIError(
@@ -429,8 +407,8 @@ async def _status_error(
             url=url,
         )
     try:
-        raw, _ = await _read_bounded(response, _ERROR_BODY_BYTES)
-    except httpx.HTTPError:
+        raw = await response.read_upto(_ERROR_BODY_BYTES)
+    except (LLMConnectionError, LLMAPIError):
         raw = b""  # the status says enough; do not hide it behind a read failure
     text = raw.decode("utf-8", "replace")
     return build_api_error(
@@ -477,13 +455,14 @@ async def _send(
             raise error from exc
         status = response.status_code
         logger.debug("%s %s -> HTTP %d", method, safe, status)
+        stream = StreamResponse(response, url=safe, provider=provider, timeouts=timeouts)
         if status < 300:
-            return StreamResponse(response, url=safe, provider=provider, timeouts=timeouts)
+            return stream
         retry_after = parse_retry_after(response.headers)
         try:
-            error = await _status_error(response, safe, provider, retry_after)
+            error = await _status_error(stream, provider, retry_after)
         finally:
-            await _close_response(response)
+            await stream.aclose()
         if (
             status in retry.retry_statuses
             and attempt < retry.max_retries
@@ -501,7 +480,7 @@ async def _send(
 
 
 class StreamResponse:
-    """An HTTP response with a 2xx status whose body has not been read yet.
+    """An HTTP response whose body has not been read yet.
 
     Iterate over it (``async for chunk in response``) for the body as byte
     chunks, as they arrive, or :meth:`read` it whole. Reading errors are
@@ -511,7 +490,7 @@ class StreamResponse:
     mid-response"). Obtained from :func:`open_stream`, which closes it.
     """
 
-    __slots__ = ("_chunks", "_response", "_timeouts", "provider", "url")
+    __slots__ = ("_chunks", "_finished", "_response", "_timeouts", "provider", "url")
 
     def __init__(
         self,
@@ -523,6 +502,7 @@ class StreamResponse:
     ) -> None:
         self._response = response
         self._chunks: AsyncIterator[bytes] | None = None
+        self._finished = False
         self._timeouts = timeouts
         self.url = url
         """The request URL, without query string or credentials."""
@@ -531,7 +511,7 @@ class StreamResponse:
 
     @property
     def status_code(self) -> int:
-        """The HTTP status (2xx)."""
+        """The HTTP status."""
         return self._response.status_code
 
     @property
@@ -546,17 +526,27 @@ class StreamResponse:
         """The next chunk of the body; raises StopAsyncIteration at its end."""
         chunks = self._chunks
         if chunks is None:
+            if self._finished:
+                raise StopAsyncIteration
             chunks = self._chunks = self._response.aiter_bytes()
         try:
             return await chunks.__anext__()
+        except StopAsyncIteration:
+            self._finished = True
+            raise
         except httpx.HTTPError as exc:
-            raise self._error(exc) from exc
-
-    def _error(self, exc: httpx.HTTPError) -> LLMConnectionError | LLMAPIError:
-        origin = _origin(self._response.request.url)
-        return _transport_error(
-            exc, self.url, origin, provider=self.provider, timeouts=self._timeouts, started=True
-        )
+            self._finished = True
+            raise _transport_error(
+                exc,
+                self.url,
+                _origin(self._response.request.url),
+                provider=self.provider,
+                timeouts=self._timeouts,
+                started=True,
+            ) from exc
+        except BaseException:
+            self._finished = True  # e.g. cancellation: it unwound httpx's generators
+            raise
 
     async def read(self, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
         """Read the rest of the body, at most ``max_bytes`` of it.
@@ -567,7 +557,7 @@ class StreamResponse:
                 reading just past the cap).
         """
         length = self.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_bytes:
+        if length.isascii() and length.isdigit() and int(length) > max_bytes:
             raise self._too_large(max_bytes)
         parts: list[bytes] = []
         size = 0
@@ -577,6 +567,17 @@ class StreamResponse:
                 raise self._too_large(max_bytes)
             parts.append(chunk)
         return b"".join(parts)
+
+    async def read_upto(self, max_bytes: int) -> bytes:
+        """Read at most ``max_bytes`` of the body and drop the rest."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self:
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= max_bytes:
+                break
+        return b"".join(parts)[:max_bytes]
 
     def _too_large(self, max_bytes: int) -> MalformedResponseError:
         return MalformedResponseError(
@@ -588,13 +589,37 @@ class StreamResponse:
         )
 
     async def aclose(self) -> None:
-        """Release the connection; unread body makes httpx close it instead of reusing it."""
+        """Release the connection; with the body unfinished, httpx closes it instead of reusing it.
+
+        Completes even in a cancelled scope.
+        """
         with anyio.CancelScope(shield=True):
-            chunks, self._chunks = self._chunks, None
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
             await self._response.aclose()
+            chunks, self._chunks = self._chunks, None
+            if chunks is not None and not self._finished:
+                self._finished = True
+                await _unwind(chunks)
+
+
+async def _unwind(chunks: AsyncIterator[bytes]) -> None:
+    """Finish httpx's body iterator after its response was closed mid-body.
+
+    httpx and httpcore read a body through about six nested async generators;
+    closing the outermost one leaves the inner ones suspended, and when the
+    garbage collector finalises them trio warns (a ResourceWarning per
+    generator). Reading on from the closed response makes the innermost read
+    fail at once (after at most what was already buffered), and that error
+    unwinds and finishes every layer.
+    """
+    with anyio.move_on_after(_UNWIND_SECONDS):
+        for _ in range(_UNWIND_MAX_CHUNKS):
+            try:
+                await chunks.__anext__()
+            except Exception:
+                return
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 @asynccontextmanager
