@@ -13,17 +13,29 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llmfactory.config import LLMConfig, Settings
-from llmfactory.errors import AmbiguousModelError, InvalidIdentifierError, ModelNotFoundError
+from llmfactory.errors import (
+    AmbiguousModelError,
+    InvalidIdentifierError,
+    LLMFactoryError,
+    ModelNotFoundError,
+)
 from llmfactory.identifiers import ModelIdentifier, parse_identifier
 from llmfactory.registry.catalog import catalog_models, catalog_version
 from llmfactory.registry.models import Capability, LLMModel, ModelSource, infer_provider
 from llmfactory.registry.store import Store
 
+if TYPE_CHECKING:
+    from llmfactory.base_llm import BaseLLM
+    from llmfactory.registry.models import HostRecord
+    from llmfactory.runtimes.base import Host
+    from llmfactory.runtimes.discovery import DiscoveryReport
+
 __all__ = [
     "LLMFactory",
+    "create_llm",
     "ensure_initialized",
     "get_model",
     "list_models",
@@ -87,6 +99,7 @@ class LLMFactory:
         self._by_name: dict[str, list[str]] = {}
         self._aliases: dict[str, str] = {}
         self._sorted: list[LLMModel] | None = None
+        self._discovery: Any = None  # runtimes.discovery.DiscoveryState, made on first use
 
     # -- the shared instance ------------------------------------------------------
 
@@ -175,7 +188,14 @@ class LLMFactory:
         return self
 
     def _after_initialized(self) -> None:
-        """Hook run once after the registry is loaded (discovery plugs in here)."""
+        """Hook run once after the registry is loaded: start-up discovery.
+
+        Probes the configured runtimes when ``discover`` is True, or None and the
+        settings enable discovery; problems are logged, never raised.
+        """
+        from llmfactory.runtimes.discovery import discover_at_startup
+
+        discover_at_startup(self)
 
     def _seed(self, store: Store) -> None:
         version = catalog_version()
@@ -374,8 +394,12 @@ class LLMFactory:
         raise ModelNotFoundError(identifier, self.suggest(identifier))
 
     def _resolve_unknown(self, parsed: ModelIdentifier) -> LLMModel | None:
-        """Hook for identifiers not in the registry (discovery probes their host here)."""
-        return None
+        """Hook for identifiers not in the registry: probe their host if it is not known yet."""
+        if parsed.is_cloud:
+            return None
+        from llmfactory.runtimes.discovery import probe_unknown
+
+        return probe_unknown(self, parsed)
 
     def find_model(self, identifier: str) -> LLMModel | None:
         """Like :meth:`get_model` but None instead of an error when nothing matches."""
@@ -504,6 +528,61 @@ class LLMFactory:
             self._aliases = {k: v for k, v in self._aliases.items() if v != key}
         return existed
 
+    # -- discovery ----------------------------------------------------------------
+
+    def refresh(
+        self,
+        hosts: Iterable[Host | str | tuple[str, str]] | None = None,
+        mdns: bool | None = None,
+    ) -> DiscoveryReport:
+        """Probe runtimes again and reconcile the registry; return what happened.
+
+        ``hosts`` None probes every configured host (see ``docs/discovery.md``);
+        otherwise only these (``"ollama=http://gpu:11434"``, a URL, a
+        ``(runtime, url)`` pair or a :class:`~llmfactory.runtimes.base.Host`).
+        ``mdns`` None follows the settings (``discovery.mdns``).
+        """
+        from llmfactory.runtimes.discovery import factory_refresh
+
+        return factory_refresh(self, hosts, mdns)
+
+    async def arefresh(
+        self,
+        hosts: Iterable[Host | str | tuple[str, str]] | None = None,
+        mdns: bool | None = None,
+    ) -> DiscoveryReport:
+        """:meth:`refresh` for async code (asyncio or trio)."""
+        from llmfactory.runtimes.discovery import factory_arefresh
+
+        return await factory_arefresh(self, hosts, mdns)
+
+    @property
+    def last_discovery(self) -> DiscoveryReport | None:
+        """The report of the last discovery this factory ran (None before any)."""
+        state = self._discovery
+        return state.last_report if state is not None else None
+
+    def add_host(self, runtime: str, url: str, *, probe: bool = True) -> HostRecord:
+        """Remember a host (persisted in the registry) and probe it now unless ``probe=False``.
+
+        ``add_host("ollama", "http://gpu-box:11434")``; every later discovery probes it.
+        """
+        from llmfactory.runtimes.discovery import factory_add_host
+
+        return factory_add_host(self, runtime, url, probe=probe)
+
+    def remove_host(self, runtime: str, url: str) -> bool:
+        """Forget a stored host; True when it was stored. Its models stay in the registry."""
+        from llmfactory.runtimes.discovery import factory_remove_host
+
+        return factory_remove_host(self, runtime, url)
+
+    def hosts(self) -> list[HostRecord]:
+        """Known hosts with what the last probe found (status, version, models, errors)."""
+        from llmfactory.runtimes.discovery import factory_hosts
+
+        return factory_hosts(self)
+
     # -- aliases ------------------------------------------------------------------
 
     @property
@@ -531,6 +610,84 @@ class LLMFactory:
             self._aliases.pop(name, None)
         return existed
 
+    # -- conversations --------------------------------------------------------------
+
+    def create_llm(
+        self, identifier: str | LLMModel, config: LLMConfig | None = None
+    ) -> BaseLLM:
+        """A new conversation with a model: the call agents make.
+
+        ``identifier`` is anything :meth:`get_model` resolves (identifier, alias,
+        unique name) or an :class:`LLMModel` from :meth:`list_models`. A full
+        ``model:runtime@host`` identifier works even when the registry does not
+        know it (for Ollama ``llama3`` means ``llama3:latest``). The class is
+        chosen by the model's runtime, or cloud service
+        (:mod:`llmfactory.api.registry`); the config is merged as catalogue
+        defaults < config file ``[defaults]`` < this factory's config <
+        ``config``. No request is sent until the first message (an unknown
+        host may be probed once, when discovery is on, to learn its models).
+
+        Raises:
+            ModelNotFoundError: nothing matches (with suggestions).
+            ConfigError: no class talks to the model's runtime or service.
+        """
+        from llmfactory.api.registry import llm_class_for, spec_for_model
+
+        model = identifier if isinstance(identifier, LLMModel) else self._model_for_llm(identifier)
+        spec = spec_for_model(model)
+        settings = self.settings
+        defaults = model.extras.get("llm_config")  # catalogue defaults, when a model has some
+        base = (
+            LLMConfig.from_mapping(defaults, where=f"{model.identifier}: llm_config")
+            if isinstance(defaults, dict)
+            else LLMConfig()
+        )
+        merged = base.merged(settings.defaults).merged(self.config).merged(config)
+        return llm_class_for(spec)(
+            model, merged, settings=settings, host_url=self._host_url(model), spec=spec
+        )
+
+    def _model_for_llm(self, identifier: str) -> LLMModel:
+        try:
+            return self.get_model(identifier)
+        except AmbiguousModelError:
+            raise
+        except ModelNotFoundError:
+            parsed = parse_identifier(identifier)
+            if parsed.runtime is None or parsed.host is None:
+                raise
+            from llmfactory.api.registry import runtime_spec
+
+            runtime_spec(parsed.runtime)  # an unknown runtime is a clear error here
+            name = parsed.model
+            if parsed.runtime == "ollama" and ":" not in name.rsplit("/", 1)[-1]:
+                name += ":latest"  # as Ollama itself reads it
+            now = datetime.now(timezone.utc)
+            return LLMModel(
+                identifier=f"{name}:{parsed.runtime}@{parsed.host}",
+                name=name,
+                provider=infer_provider(name),
+                runtime=parsed.runtime,
+                host=parsed.host,
+                capabilities=["chat", "streaming"],
+                source=ModelSource.USER.value,
+                available=True,
+                first_seen=now,
+                last_seen=now,
+            )
+
+    def _host_url(self, model: LLMModel) -> str | None:
+        """The base URL of a served model's host (scheme and path prefix from its record)."""
+        if model.host is None:
+            return None
+        try:
+            for record in self.store.load_hosts():
+                if record.runtime == model.runtime and record.address == model.host:
+                    return record.base_url
+        except LLMFactoryError:  # pragma: no cover - the registry is unreadable: use the default
+            logger.debug("cannot read host records", exc_info=True)
+        return f"http://{model.host}"
+
     def __repr__(self) -> str:
         state = f"{len(self._models)} models" if self._initialized else "not initialised"
         return f"LLMFactory({state})"
@@ -542,6 +699,11 @@ def _sort_key(model: LLMModel) -> tuple[bool, str, str]:
 
 
 # -- module-level shortcuts over the shared instance ------------------------------
+
+
+def create_llm(identifier: str | LLMModel, config: LLMConfig | None = None) -> BaseLLM:
+    """:meth:`LLMFactory.create_llm` on the process-wide factory."""
+    return LLMFactory.instance().create_llm(identifier, config)
 
 
 def ensure_initialized() -> LLMFactory:

@@ -24,11 +24,7 @@ def _price(value: float | None) -> str:
 def _context(value: int | None) -> str:
     if value is None:
         return "?"
-    if value >= 1000 and value % 1024 == 0:
-        return f"{value // 1024}K"
-    if value >= 1000:
-        return f"{value / 1000:g}k"
-    return str(value)
+    return f"{value:,}"
 
 
 @cli.command("models")
