@@ -9,10 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmfactory import LLMFactory
-try:  # TEMP until tests/servers lands
-    from tests.servers.fixtures import *  # noqa: F403  (loopback protocol servers)
-except ModuleNotFoundError:
-    pass
+from tests.servers.fixtures import *  # noqa: F403  (loopback protocol servers)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
