@@ -66,9 +66,9 @@ def test_models_table(run) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_show(run) -> None:  # type: ignore[no-untyped-def]
-    code, out, _ = run("show", "claude-sonnet-4-5", "--json")
+    code, out, _ = run("show", "claude-haiku-4-5", "--json")
     assert code == 0 and json.loads(out)["provider"] == "anthropic"
-    code, out, _ = run("show", "claude-sonnet-4-5")
+    code, out, _ = run("show", "claude-haiku-4-5")
     assert "context length" in out and "200000" in out
 
 
