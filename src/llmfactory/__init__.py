@@ -70,6 +70,16 @@ if TYPE_CHECKING:
         UsageRecord,
         infer_provider,
     )
+    from llmfactory.runtimes.base import ProbeResult, Runtime, register_runtime
+    from llmfactory.runtimes.discovery import (
+        DiscoveryReport,
+        HostReport,
+        add_host,
+        arefresh,
+        list_hosts,
+        refresh,
+        remove_host,
+    )
 
 __version__ = "0.1.0"
 
@@ -103,6 +113,16 @@ _LAZY: dict[str, str] = {
     "Pricing": "llmfactory.registry.models",
     "UsageRecord": "llmfactory.registry.models",
     "infer_provider": "llmfactory.registry.models",
+    "ProbeResult": "llmfactory.runtimes.base",
+    "Runtime": "llmfactory.runtimes.base",
+    "register_runtime": "llmfactory.runtimes.base",
+    "DiscoveryReport": "llmfactory.runtimes.discovery",
+    "HostReport": "llmfactory.runtimes.discovery",
+    "add_host": "llmfactory.runtimes.discovery",
+    "arefresh": "llmfactory.runtimes.discovery",
+    "list_hosts": "llmfactory.runtimes.discovery",
+    "refresh": "llmfactory.runtimes.discovery",
+    "remove_host": "llmfactory.runtimes.discovery",
 }
 
 __all__ = [
@@ -116,9 +136,11 @@ __all__ = [
     "ConfigError",
     "ContextLengthExceededError",
     "ConversationBusyError",
+    "DiscoveryReport",
     "ExtensionError",
     "HostAddress",
     "HostRecord",
+    "HostReport",
     "Image",
     "InvalidIdentifierError",
     "LLMAPIError",
@@ -134,8 +156,10 @@ __all__ = [
     "ModelNotFoundError",
     "ModelSource",
     "Pricing",
+    "ProbeResult",
     "RateLimitError",
     "Role",
+    "Runtime",
     "RuntimeUnavailableError",
     "Settings",
     "StoreError",
@@ -146,15 +170,21 @@ __all__ = [
     "Usage",
     "UsageRecord",
     "__version__",
+    "add_host",
+    "arefresh",
     "create_llm",
     "ensure_initialized",
     "format_identifier",
     "get_model",
     "infer_provider",
+    "list_hosts",
     "list_models",
     "normalize_host",
     "parse_identifier",
+    "refresh",
     "register_model",
+    "register_runtime",
+    "remove_host",
     "unregister_model",
 ]
 
