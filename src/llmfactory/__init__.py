@@ -39,7 +39,7 @@ from llmfactory.identifiers import (
 )
 
 if TYPE_CHECKING:
-    from llmfactory.base_llm import BaseLLM, ChunkStream, SyncChunkStream
+    from llmfactory.base_llm import BaseLLM
     from llmfactory.config import LLMConfig, Settings
     from llmfactory.factory import (
         LLMFactory,
@@ -80,6 +80,8 @@ if TYPE_CHECKING:
         refresh,
         remove_host,
     )
+    from llmfactory.streams import ChunkStream
+    from llmfactory.sync import SyncChunkStream
 
 __version__ = "0.1.0"
 
@@ -91,8 +93,8 @@ _LAZY: dict[str, str] = {
     "create_llm": "llmfactory.factory",
     "ensure_initialized": "llmfactory.factory",
     "BaseLLM": "llmfactory.base_llm",
-    "ChunkStream": "llmfactory.base_llm",
-    "SyncChunkStream": "llmfactory.base_llm",
+    "ChunkStream": "llmfactory.streams",
+    "SyncChunkStream": "llmfactory.sync",
     "ChunkResponse": "llmfactory.messages",
     "CompleteResponse": "llmfactory.messages",
     "Image": "llmfactory.messages",

@@ -29,6 +29,8 @@ from llmfactory.registry.store import Store
 
 if TYPE_CHECKING:
     from llmfactory.base_llm import BaseLLM
+    from llmfactory.extensions.base import ExtensionLike, FactoryExtensions
+    from llmfactory.extensions.token_usage import UsageTotals
     from llmfactory.registry.models import HostRecord
     from llmfactory.runtimes.base import Host
     from llmfactory.runtimes.discovery import DiscoveryReport
@@ -100,6 +102,7 @@ class LLMFactory:
         self._aliases: dict[str, str] = {}
         self._sorted: list[LLMModel] | None = None
         self._discovery: Any = None  # runtimes.discovery.DiscoveryState, made on first use
+        self._extensions: FactoryExtensions | None = None  # defaults and usage, on first use
 
     # -- the shared instance ------------------------------------------------------
 
@@ -221,7 +224,12 @@ class LLMFactory:
         self._aliases = self._store.load_aliases()
 
     def close(self) -> None:
-        """Release the store. The factory can be initialised again afterwards."""
+        """Release the store. The factory can be initialised again afterwards.
+
+        Usage rows still being written are written first.
+        """
+        if self._extensions is not None and not self._extensions.flush(60.0):
+            logger.warning("some usage rows were not written before the registry was closed")
         with self._lock:
             if self._store is not None:
                 self._store.close()
@@ -643,9 +651,62 @@ class LLMFactory:
             else LLMConfig()
         )
         merged = base.merged(settings.defaults).merged(self.config).merged(config)
-        return llm_class_for(spec)(
+        llm = llm_class_for(spec)(
             model, merged, settings=settings, host_url=self._host_url(model), spec=spec
         )
+        self._extension_defaults().attach(llm, settings.extensions)
+        return llm
+
+    # -- extensions ---------------------------------------------------------------
+
+    def _extension_defaults(self) -> FactoryExtensions:
+        extensions = self._extensions
+        if extensions is None:
+            from llmfactory.extensions.base import FactoryExtensions
+
+            with self._lock:
+                if self._extensions is None:
+                    self._extensions = FactoryExtensions(self)
+                extensions = self._extensions
+        return extensions
+
+    def register_extension(
+        self,
+        extension: ExtensionLike,
+        *,
+        runtimes: str | Iterable[str] | None = None,
+        providers: str | Iterable[str] | None = None,
+    ) -> None:
+        """Register ``extension`` on every conversation this factory creates from now on.
+
+        ``extension`` is a class (a new instance per conversation), an instance
+        (shared by all of them, e.g. to share a rate limit) or a registered name.
+        ``runtimes`` / ``providers`` restrict it to models served by those
+        runtimes (``ollama``, ``api``, …) or made by those providers
+        (``openai``, ``meta``, …). Every conversation also gets a
+        :class:`~llmfactory.extensions.TokenUsageTrackingExtension` and the
+        extensions named in the config file's ``[extensions] enabled`` list,
+        before these.
+
+        Raises:
+            ConfigError: ``extension`` is a name no extension has.
+        """
+        self._extension_defaults().register(extension, runtimes=runtimes, providers=providers)
+
+    def unregister_extension(self, extension: ExtensionLike) -> bool:
+        """Stop registering ``extension`` on new conversations; True when it was registered."""
+        return self._extension_defaults().unregister(extension)
+
+    @property
+    def usage(self) -> UsageTotals:
+        """Tokens, cost and errors of every call made by this factory's conversations in
+        this process (``llmfactory usage`` reads the registry, across processes)."""
+        return self._extension_defaults().usage()
+
+    def flush_usage(self, timeout: float | None = None) -> bool:
+        """Wait until every usage row is written to the registry; False on timeout."""
+        extensions = self._extensions
+        return True if extensions is None else extensions.flush(timeout)
 
     def _model_for_llm(self, identifier: str) -> LLMModel:
         try:
