@@ -133,6 +133,8 @@ class LlamaServer:
 
     ``model=None`` writes the tiny test model into a temporary directory (removed on
     ``stop``).  ``port=None`` picks a free port (retried if it was taken meanwhile).
+    ``api_key`` makes the server require ``Authorization: Bearer API_KEY`` on every
+    route (``--api_key``), as vLLM's and llama-server's ``--api-key`` do.
     """
 
     def __init__(
@@ -147,6 +149,7 @@ class LlamaServer:
         stop_timeout: float = 10.0,
         extra_args: tuple[str, ...] = (),
         python: str | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.model = model
         self.alias = alias
@@ -157,6 +160,7 @@ class LlamaServer:
         self.stop_timeout = stop_timeout
         self.extra_args = extra_args
         self.python = python or server_python()
+        self.api_key = api_key
         self.startup_seconds: float | None = None
         self._port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -219,6 +223,7 @@ class LlamaServer:
             "--n_ctx", str(self.n_ctx),
             "--interrupt_requests", "False",
             "--verbose", "False",
+            *(("--api_key", self.api_key) if self.api_key else ()),
             *self.extra_args,
         ]  # fmt: skip
 
@@ -262,7 +267,8 @@ class LlamaServer:
         # Kill the server even if the test process exits without calling stop().
         self._finalizer = weakref.finalize(self, _terminate, self._proc, 2.0)
         deadline = started + self.startup_timeout
-        with httpx.Client(timeout=2.0) as client:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        with httpx.Client(timeout=2.0, headers=headers) as client:
             while True:
                 code = self._proc.poll()
                 if code is not None:

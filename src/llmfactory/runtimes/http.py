@@ -43,6 +43,11 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 """The largest response body a probe reads: 8 MiB (a model listing is a few KiB)."""
 
 _EXCERPT = 200
+# The variable holding a runtime's bearer token, named when its server answers 401/403.
+_CREDENTIAL_VARS = {
+    "lmstudio": "LMSTUDIO_API_TOKEN",
+    "openai_compatible": "OPENAI_COMPATIBLE_API_KEY",
+}
 
 
 def new_http_client(
@@ -340,7 +345,10 @@ class ProbeClient:
             cls = AuthenticationError if status in (401, 403) else LLMAPIError
             hint = ""
             if status in (401, 403):
-                hint = " (the server wants credentials: for LM Studio set LMSTUDIO_API_TOKEN)"
+                variable = _CREDENTIAL_VARS.get(self.host.runtime)
+                hint = " (the server wants credentials" + (
+                    f": set {variable})" if variable else ")"
+                )
             raise cls(
                 f"{where}: HTTP {status}: {message}{hint}",
                 status=status,
