@@ -381,6 +381,16 @@ class BaseLLM:
                         chunk = await self._on_chunk(call, chunk)
                     yield chunk
             if final is None:
+                if first is None:
+                    context = self.model.context_length
+                    raise LLMConnectionError(
+                        f"the stream from {self.provider} ended before the answer was complete: "
+                        "the server sent nothing at all. Some servers answer a prompt longer "
+                        "than the model's context this way"
+                        + (f" (context: {context} tokens)" if context else "")
+                        + "; shorten the conversation or retry the call",
+                        provider=self.provider,
+                    )
                 raise LLMConnectionError(
                     f"the stream from {self.provider} ended before the answer was complete; "
                     "the server may have stopped or been interrupted (retry the call)",
