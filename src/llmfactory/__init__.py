@@ -41,6 +41,15 @@ from llmfactory.identifiers import (
 if TYPE_CHECKING:
     from llmfactory.base_llm import BaseLLM
     from llmfactory.config import LLMConfig, Settings
+    from llmfactory.extensions.base import LLMExtension
+    from llmfactory.extensions.logging_ext import LoggingExtension
+    from llmfactory.extensions.rate_limit import RateLimitExtension
+    from llmfactory.extensions.redaction import RedactionExtension
+    from llmfactory.extensions.token_usage import (
+        CallUsage,
+        TokenUsageTrackingExtension,
+        UsageTotals,
+    )
     from llmfactory.factory import (
         LLMFactory,
         create_llm,
@@ -88,6 +97,13 @@ __version__ = "0.1.0"
 # name -> module that defines it; imported on first attribute access.
 _LAZY: dict[str, str] = {
     "LLMConfig": "llmfactory.config",
+    "LLMExtension": "llmfactory.extensions.base",
+    "LoggingExtension": "llmfactory.extensions.logging_ext",
+    "RateLimitExtension": "llmfactory.extensions.rate_limit",
+    "RedactionExtension": "llmfactory.extensions.redaction",
+    "CallUsage": "llmfactory.extensions.token_usage",
+    "TokenUsageTrackingExtension": "llmfactory.extensions.token_usage",
+    "UsageTotals": "llmfactory.extensions.token_usage",
     "Settings": "llmfactory.config",
     "LLMFactory": "llmfactory.factory",
     "create_llm": "llmfactory.factory",
@@ -131,6 +147,7 @@ __all__ = [
     "AmbiguousModelError",
     "AuthenticationError",
     "BaseLLM",
+    "CallUsage",
     "Capability",
     "ChunkResponse",
     "ChunkStream",
@@ -148,10 +165,12 @@ __all__ = [
     "LLMAPIError",
     "LLMConfig",
     "LLMConnectionError",
+    "LLMExtension",
     "LLMFactory",
     "LLMFactoryError",
     "LLMModel",
     "LLMTimeoutError",
+    "LoggingExtension",
     "Message",
     "MissingAPIKeyError",
     "ModelIdentifier",
@@ -160,17 +179,21 @@ __all__ = [
     "Pricing",
     "ProbeResult",
     "RateLimitError",
+    "RateLimitExtension",
+    "RedactionExtension",
     "Role",
     "Runtime",
     "RuntimeUnavailableError",
     "Settings",
     "StoreError",
     "SyncChunkStream",
+    "TokenUsageTrackingExtension",
     "Tool",
     "ToolCall",
     "ToolCallDelta",
     "Usage",
     "UsageRecord",
+    "UsageTotals",
     "__version__",
     "add_host",
     "arefresh",

@@ -74,6 +74,8 @@ from llmfactory.sync import SHARED_PORTAL, PortalTask, SyncChunkStream
 if TYPE_CHECKING:
     from llmfactory.extensions.base import ExtensionLike
     from llmfactory.extensions.token_usage import UsageTotals
+    from llmfactory.factory import LLMFactory
+    from llmfactory.health import HealthReport
     from llmfactory.registry.models import LLMModel
 
 __all__ = ["BaseLLM", "Call", "ChunkStream", "SyncChunkStream"]
@@ -97,7 +99,9 @@ class Call:
     when it succeeds (empty for stateless calls); ``system_override`` a
     system prompt given for this call only. The wire code sets
     ``reported_model`` to the model name the server reported. ``response``
-    is set once the call has succeeded.
+    is set once the call has succeeded. ``answered_by`` is the model that
+    answered when a replica set or fallback chain chose one (see
+    ``docs/replicas.md``); :attr:`model` is then that model.
     """
 
     llm: BaseLLM
@@ -112,11 +116,13 @@ class Call:
     started: float = 0.0
     reported_model: str = ""
     response: CompleteResponse | None = None
+    answered_by: LLMModel | None = None
 
     @property
     def model(self) -> LLMModel:
-        """The model's metadata."""
-        return self.llm.model
+        """The model's metadata: the one that answered, once a replica set or fallback
+        chain has picked it, else the conversation's."""
+        return self.answered_by or self.llm.model
 
     @property
     def model_name(self) -> str:
@@ -165,6 +171,11 @@ class BaseLLM:
         self._portal: BlockingPortal | None = None
         self._portal_release: weakref.finalize[Any, Any] | None = None
         self._transport_for: tuple[LLMConfig, Timeouts, RetryPolicy] | None = None
+        self._factory: LLMFactory | None = None  # set by the factory that created it
+        self.request_count = 0
+        """Calls this conversation has sent (past the extensions), failed ones included."""
+        self.last_response: CompleteResponse | None = None
+        """The last successful answer (None before the first)."""
 
     # ------------------------------------------------------------------ state
 
@@ -325,6 +336,7 @@ class BaseLLM:
 
     def _commit(self, call: Call, response: CompleteResponse) -> None:
         call.response = response
+        self.last_response = response
         if call.conversational:
             self._history.extend(call.new_messages)
             self._history.append(response.message)
@@ -436,7 +448,7 @@ class BaseLLM:
         now = time.perf_counter()
         usage = response.usage
         if usage is not None and usage.cost_usd is None:
-            cost = self._cost(call.config, usage)
+            cost = self._cost(call.config, usage, call.model)
             if cost is not None:
                 usage = replace(usage, cost_usd=cost)
         return replace(
@@ -444,11 +456,15 @@ class BaseLLM:
             usage=usage,
             latency_ms=(now - call.started) * 1000.0,
             time_to_first_token_ms=None if first is None else (first - call.started) * 1000.0,
-            model=response.model or call.reported_model or self.model.name,
+            model=response.model or call.reported_model or call.model.name,
+            identifier=response.identifier or call.model.identifier,
         )
 
-    def _cost(self, config: LLMConfig, usage: Usage) -> float | None:
-        pricing = self.model.pricing
+    def _cost(
+        self, config: LLMConfig, usage: Usage, model: LLMModel | None = None
+    ) -> float | None:
+        model = model or self.model
+        pricing = model.pricing
         override = config.pricing
         if override is not None:
             pricing = replace(
@@ -463,7 +479,7 @@ class BaseLLM:
                 if override.cached_input is None
                 else override.cached_input,
             )
-        elif pricing.is_free and not self.model.is_local:
+        elif pricing.is_free and not model.is_local:
             return None  # a cloud model without known prices
         return pricing.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 

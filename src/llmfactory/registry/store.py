@@ -508,6 +508,72 @@ class Store:
             rows = conn.execute(stmt).mappings().all()
         return [UsageRecord(**_from_db(dict(row))) for row in rows]
 
+    def summarize_usage(
+        self,
+        *,
+        since: datetime | None = None,
+        model: str | None = None,
+        by: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Usage totals computed by the database, one dict per group.
+
+        ``model`` keeps the rows of that identifier, or of every identifier of
+        that model name (``llama3`` matches ``llama3:latest:ollama@…``). ``by``
+        groups by ``"model"`` (identifier) or ``"day"`` (UTC date); None gives
+        one group. Each dict has ``key`` (None without grouping), ``calls``,
+        ``errors``, ``estimated``, the four token counts, ``cost_usd`` and
+        ``latency_ms`` (sums), ordered by key.
+        """
+        from sqlalchemy import case, func, literal, or_
+
+        u = _USAGE.c
+        if by is None:
+            key: Any = literal(None)
+        elif by == "model":
+            key = u.identifier
+        elif by == "day":
+            key = func.date(u.timestamp)
+        else:
+            raise ValueError(f"by must be 'model', 'day' or None, not {by!r}")
+        stmt = select(
+            key.label("key"),
+            func.count().label("calls"),
+            func.coalesce(func.sum(case((u.ok.is_(False), 1), else_=0)), 0).label("errors"),
+            func.coalesce(func.sum(case((u.estimated.is_(True), 1), else_=0)), 0).label(
+                "estimated"
+            ),
+            func.coalesce(func.sum(u.prompt_tokens), 0).label("prompt_tokens"),
+            func.coalesce(func.sum(u.completion_tokens), 0).label("completion_tokens"),
+            func.coalesce(func.sum(u.cached_tokens), 0).label("cached_tokens"),
+            func.coalesce(func.sum(u.reasoning_tokens), 0).label("reasoning_tokens"),
+            func.coalesce(func.sum(u.cost_usd), 0.0).label("cost_usd"),
+            func.coalesce(func.sum(u.latency_ms), 0.0).label("latency_ms"),
+        )
+        if since is not None:
+            stmt = stmt.where(u.timestamp >= _utc(since))
+        if model is not None:
+            escaped = model.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            stmt = stmt.where(
+                or_(u.identifier == model, u.identifier.like(f"{escaped}:%", escape="\\"))
+            )
+        if by is not None:
+            stmt = stmt.group_by(key).order_by(key)
+        with self._read() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        result = []
+        for row in rows:
+            item = dict(row)
+            if not item["calls"]:
+                continue  # no rows at all: an empty ungrouped aggregate
+            item["key"] = None if item["key"] is None else str(item["key"])
+            for name in ("calls", "errors", "estimated", "prompt_tokens", "completion_tokens",
+                         "cached_tokens", "reasoning_tokens"):
+                item[name] = int(item[name])
+            item["cost_usd"] = float(item["cost_usd"])
+            item["latency_ms"] = float(item["latency_ms"])
+            result.append(item)
+        return result
+
     # -- lifecycle --------------------------------------------------------------
 
     def integrity_check(self) -> str:
