@@ -26,6 +26,7 @@ from llmfactory.errors import (
     LLMTimeoutError,
     MissingAPIKeyError,
     ModelNotFoundError,
+    NotSupportedError,
     RateLimitError,
     RuntimeUnavailableError,
     StoreError,
@@ -39,10 +40,13 @@ from llmfactory.identifiers import (
 )
 
 if TYPE_CHECKING:
+    from llmfactory.api.mock import MockLLM
     from llmfactory.base_llm import BaseLLM
     from llmfactory.config import LLMConfig, Settings
+    from llmfactory.cost import CostEstimate
     from llmfactory.extensions.base import LLMExtension
     from llmfactory.extensions.logging_ext import LoggingExtension
+    from llmfactory.extensions.otel import OpenTelemetryExtension
     from llmfactory.extensions.rate_limit import RateLimitExtension
     from llmfactory.extensions.redaction import RedactionExtension
     from llmfactory.extensions.token_usage import (
@@ -59,6 +63,8 @@ if TYPE_CHECKING:
         register_model,
         unregister_model,
     )
+    from llmfactory.fallback import FallbackLLM
+    from llmfactory.health import HealthReport
     from llmfactory.messages import (
         ChunkResponse,
         CompleteResponse,
@@ -70,6 +76,7 @@ if TYPE_CHECKING:
         ToolCallDelta,
         Usage,
     )
+    from llmfactory.mock import MockReply, MockScript
     from llmfactory.registry.models import (
         Capability,
         HostRecord,
@@ -79,6 +86,7 @@ if TYPE_CHECKING:
         UsageRecord,
         infer_provider,
     )
+    from llmfactory.replicas import ReplicaLLM
     from llmfactory.runtimes.base import ProbeResult, Runtime, register_runtime
     from llmfactory.runtimes.discovery import (
         DiscoveryReport,
@@ -99,6 +107,11 @@ _LAZY: dict[str, str] = {
     "LLMConfig": "llmfactory.config",
     "LLMExtension": "llmfactory.extensions.base",
     "LoggingExtension": "llmfactory.extensions.logging_ext",
+    "OpenTelemetryExtension": "llmfactory.extensions.otel",
+    "CostEstimate": "llmfactory.cost",
+    "MockLLM": "llmfactory.api.mock",
+    "MockReply": "llmfactory.mock",
+    "MockScript": "llmfactory.mock",
     "RateLimitExtension": "llmfactory.extensions.rate_limit",
     "RedactionExtension": "llmfactory.extensions.redaction",
     "CallUsage": "llmfactory.extensions.token_usage",
@@ -106,6 +119,9 @@ _LAZY: dict[str, str] = {
     "UsageTotals": "llmfactory.extensions.token_usage",
     "Settings": "llmfactory.config",
     "LLMFactory": "llmfactory.factory",
+    "FallbackLLM": "llmfactory.fallback",
+    "HealthReport": "llmfactory.health",
+    "ReplicaLLM": "llmfactory.replicas",
     "create_llm": "llmfactory.factory",
     "ensure_initialized": "llmfactory.factory",
     "BaseLLM": "llmfactory.base_llm",
@@ -155,8 +171,11 @@ __all__ = [
     "ConfigError",
     "ContextLengthExceededError",
     "ConversationBusyError",
+    "CostEstimate",
     "DiscoveryReport",
     "ExtensionError",
+    "FallbackLLM",
+    "HealthReport",
     "HostAddress",
     "HostRecord",
     "HostReport",
@@ -173,14 +192,20 @@ __all__ = [
     "LoggingExtension",
     "Message",
     "MissingAPIKeyError",
+    "MockLLM",
+    "MockReply",
+    "MockScript",
     "ModelIdentifier",
     "ModelNotFoundError",
     "ModelSource",
+    "NotSupportedError",
+    "OpenTelemetryExtension",
     "Pricing",
     "ProbeResult",
     "RateLimitError",
     "RateLimitExtension",
     "RedactionExtension",
+    "ReplicaLLM",
     "Role",
     "Runtime",
     "RuntimeUnavailableError",

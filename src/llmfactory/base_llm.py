@@ -8,6 +8,9 @@ a system prompt and the message history, and sends them:
   :class:`~llmfactory.messages.ChunkResponse` (use it with ``async with``);
 * ``await llm.complete(messages)`` / ``llm.stream(messages)`` for agents that keep
   their own history (stateless);
+* ``await llm.complete_text(prompt)`` / ``llm.stream_text(prompt)``: raw text
+  completion, stateless (protocols that have it); ``llm.estimate_cost(text)`` before
+  sending (:mod:`llmfactory.cost`);
 * ``*_sync`` twins of each for synchronous code, run on one shared blocking portal.
 
 **History is transactional**: a call's user message and the assistant's reply
@@ -43,6 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from llmfactory.api import text as _text
 from llmfactory.api.keys import Endpoint, resolve_endpoint
 from llmfactory.api.registry import ServiceSpec, spec_for_model
 from llmfactory.api.transport import (
@@ -51,6 +55,7 @@ from llmfactory.api.transport import (
     RetryPolicy,
     StreamResponse,
     Timeouts,
+    close_client,
     open_stream,
     request_json,
 )
@@ -72,6 +77,7 @@ from llmfactory.streams import ChunkStream, StreamState, ToolCallAssembler
 from llmfactory.sync import SHARED_PORTAL, PortalTask, SyncChunkStream
 
 if TYPE_CHECKING:
+    from llmfactory.cost import CostEstimate, Tokenizer
     from llmfactory.extensions.base import ExtensionLike
     from llmfactory.extensions.token_usage import UsageTotals
     from llmfactory.factory import LLMFactory
@@ -101,7 +107,9 @@ class Call:
     ``reported_model`` to the model name the server reported. ``response``
     is set once the call has succeeded. ``answered_by`` is the model that
     answered when a replica set or fallback chain chose one (see
-    ``docs/replicas.md``); :attr:`model` is then that model.
+    ``docs/replicas.md``); :attr:`model` is then that model. ``operation``
+    is ``chat``, or ``text_completion`` for :meth:`BaseLLM.complete_text` /
+    :meth:`BaseLLM.stream_text` (the prompt is the user message of ``messages``).
     """
 
     llm: BaseLLM
@@ -117,6 +125,7 @@ class Call:
     reported_model: str = ""
     response: CompleteResponse | None = None
     answered_by: LLMModel | None = None
+    operation: str = "chat"
 
     @property
     def model(self) -> LLMModel:
@@ -144,6 +153,9 @@ class BaseLLM:
 
     #: Path of the chat endpoint, appended to the base URL (set by subclasses).
     chat_path: ClassVar[str] = ""
+
+    #: Whether the wire protocol has raw text completion (:meth:`complete_text`).
+    supports_text_completion: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -346,8 +358,10 @@ class BaseLLM:
         self._enter(call)
         try:
             await self._before_invoke(call)
+            self.request_count += 1
             call.started = time.perf_counter()
-            response = self._finish(call, await self._complete(call), None)
+            wire = self._complete if call.operation == "chat" else self._complete_text
+            response = self._finish(call, await wire(call), None)
             response = await self._after_invoke(call, response) or response
             self._commit(call, response)
             return response
@@ -365,6 +379,7 @@ class BaseLLM:
         try:
             self._enter(call)
             await self._before_invoke(call)
+            self.request_count += 1
             call.started = time.perf_counter()
             content: list[str] = []
             add_content = content.append
@@ -374,7 +389,8 @@ class BaseLLM:
             final: ChunkResponse | None = None
             hooks = self._wants_chunks()
             # The hot loop: one pass per token, so every attribute lookup counts.
-            async with aclosing(self._stream(call)) as chunks:
+            chunks_of = self._stream if call.operation == "chat" else self._stream_text
+            async with aclosing(chunks_of(call)) as chunks:
                 async for chunk in chunks:
                     if first is None:
                         first = time.perf_counter()
@@ -481,7 +497,12 @@ class BaseLLM:
             )
         elif pricing.is_free and not model.is_local:
             return None  # a cloud model without known prices
-        return pricing.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+        return pricing.cost(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+            usage.cache_creation_tokens,
+        )
 
     # ------------------------------------------------------------------ extensions
 
@@ -563,6 +584,15 @@ class BaseLLM:
         read to its end. Close every async generator you iterate (``aclosing``)."""
         raise NotImplementedError
 
+    async def _complete_text(self, call: Call) -> CompleteResponse:
+        """Send a text completion (``call.operation == "text_completion"``) as one request;
+        classes that set :attr:`supports_text_completion` implement it."""
+        raise _text.unsupported(self)
+
+    def _stream_text(self, call: Call) -> AsyncGenerator[ChunkResponse, None]:
+        """:meth:`_complete_text`, streamed (the contract of :meth:`_stream`)."""
+        raise _text.unsupported(self)
+
     # ------------------------------------------------------------------ transport helpers
 
     def endpoint(self) -> Endpoint:
@@ -598,13 +628,15 @@ class BaseLLM:
         self._transport_for = (config, timeouts, retry)
         return timeouts, retry
 
-    async def _post_json(self, call: Call, payload: Mapping[str, Any]) -> Any:
-        """POST ``payload`` to the chat endpoint and return the JSON answer."""
+    async def _post_json(
+        self, call: Call, payload: Mapping[str, Any], *, path: str | None = None
+    ) -> Any:
+        """POST ``payload`` to the chat endpoint (or ``path``) and return the JSON answer."""
         endpoint = self.endpoint()
         timeouts, retry = self._transport(call.config)
         return await request_json(
             "POST",
-            endpoint.url(self.chat_path),
+            endpoint.url(self.chat_path if path is None else path),
             json=payload,
             headers=self._auth_headers(endpoint),
             timeouts=timeouts,
@@ -613,14 +645,14 @@ class BaseLLM:
         )
 
     def _open_stream(
-        self, call: Call, payload: Mapping[str, Any]
+        self, call: Call, payload: Mapping[str, Any], *, path: str | None = None
     ) -> AbstractAsyncContextManager[StreamResponse]:
-        """POST ``payload`` to the chat endpoint and open the streamed answer."""
+        """POST ``payload`` to the chat endpoint (or ``path``) and open the streamed answer."""
         endpoint = self.endpoint()
         timeouts, retry = self._transport(call.config)
         return open_stream(
             "POST",
-            endpoint.url(self.chat_path),
+            endpoint.url(self.chat_path if path is None else path),
             json=payload,
             headers=self._auth_headers(endpoint),
             timeouts=timeouts,
@@ -734,6 +766,107 @@ class BaseLLM:
         state = StreamState(call)
         return ChunkStream(self._invoke_stream(call, state), state)
 
+    def _text_call(self, prompt: str, overrides: Mapping[str, Any], stream: bool) -> Call:
+        _text.ensure_supported(self)
+        if not isinstance(prompt, str):
+            raise TypeError(f"the prompt must be a string, not {type(prompt).__name__}")
+        if overrides.get("system_message") is not None:
+            raise TypeError(
+                "system_message does not apply to text completion (the prompt is sent as it "
+                "is); put the instructions in the prompt, or use complete() for chat"
+            )
+        call = self._new_call(
+            new_messages=(),
+            messages=[Message.user(prompt)],
+            tools=None,
+            overrides=overrides,
+            stream=stream,
+        )
+        call.operation = _text.OPERATION
+        return call
+
+    async def complete_text(self, prompt: str, **overrides: Any) -> CompleteResponse:
+        """Complete ``prompt`` as raw text (no chat template, no system prompt, no history).
+
+        Stateless, like :meth:`complete`, and through the same pipeline
+        (extensions, usage tracking). Ollama's ``/api/generate`` (sent with
+        ``raw: true``; ``options={"raw": False}`` applies the model's template)
+        and OpenAI-compatible servers' ``/v1/completions`` offer it;
+        ``overrides`` are :class:`~llmfactory.config.LLMConfig` fields for this
+        call (``max_tokens``, ``stop``, ``temperature``, ``options={"suffix": ...}``).
+
+        Raises:
+            NotSupportedError: the protocol (Anthropic) or the cloud model has no text
+                completion; raised before anything is sent.
+        """
+        return await self._invoke(self._text_call(prompt, overrides, stream=False))
+
+    def stream_text(self, prompt: str, **overrides: Any) -> ChunkStream:
+        """:meth:`complete_text`, streamed: a :class:`ChunkStream` of text deltas."""
+        call = self._text_call(prompt, overrides, stream=True)
+        state = StreamState(call)
+        return ChunkStream(self._invoke_stream(call, state), state)
+
+    def estimate_cost(
+        self,
+        text_or_messages: str | Iterable[Message | Mapping[str, Any]],
+        *,
+        max_tokens: int | None = None,
+        tools: Iterable[ToolInput] | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> CostEstimate:
+        """What a call would cost, before sending it: a :class:`~llmfactory.cost.CostEstimate`.
+
+        A string is estimated as ``send_user_message(text)`` would send it (the
+        system prompt, the history and the new message); messages as
+        ``complete(messages)`` would. ``max_tokens`` bounds the answer (default:
+        the config's, else the model's output limit). Prompt tokens are counted
+        exactly with ``tiktoken`` for OpenAI models when it is installed (or with
+        your ``tokenizer``), else approximated (about 4 characters a token); the
+        estimate says which in ``method``. Nothing is sent.
+        """
+        from llmfactory.cost import estimate_cost
+
+        return estimate_cost(
+            self, text_or_messages, max_tokens=max_tokens, tools=tools, tokenizer=tokenizer
+        )
+
+    async def health_check(
+        self, *, timeout: float = 2.0  # noqa: ASYNC109  (per request: a result, not an error)
+    ) -> HealthReport:
+        """Probe the model's server cheaply (a listing, no generation) and say if it is usable.
+
+        Ollama is asked ``/api/tags`` and ``/api/ps`` (is the model there, is it
+        loaded), other servers and cloud APIs their ``/models`` listing, each
+        request bounded by ``timeout``. The answer updates the host's status (its
+        record in the registry, and its cool-down: see ``docs/replicas.md``).
+        Never raises for an unreachable or failing server: the report says so.
+        """
+        from llmfactory.health import check_llm
+
+        return await check_llm(self, timeout=timeout)
+
+    async def reset_session(self) -> None:
+        """Drop this conversation's pooled HTTP connections (the running event loop's
+        client for its host) and resolve its key and base URL again at the next call.
+
+        Other conversations talking to the same host reconnect too: the pool is
+        shared. The history, the system prompt and the counters are kept
+        (:meth:`clear_history` forgets the messages).
+        """
+        urls = self._session_urls()
+        self._endpoint = None
+        self._transport_for = None
+        for url in urls:
+            await close_client(url)
+
+    def _session_urls(self) -> list[str]:
+        """The base URLs whose pooled connections :meth:`reset_session` drops."""
+        try:
+            return [self.endpoint().base_url]
+        except LLMFactoryError:  # no key, no valid URL: no connection was ever made
+            return []
+
     async def aclose(self) -> None:
         """Close the conversation: later sends fail; a sync portal lease is released.
 
@@ -838,6 +971,23 @@ class BaseLLM:
     ) -> SyncChunkStream:
         """:meth:`stream` for synchronous code."""
         return SyncChunkStream(self._sync_portal(), self.stream(messages, tools=tools, **overrides))
+
+    def complete_text_sync(self, prompt: str, **overrides: Any) -> CompleteResponse:
+        """:meth:`complete_text` for synchronous code."""
+        return self._run_sync(functools.partial(self.complete_text, prompt, **overrides))
+
+    def stream_text_sync(self, prompt: str, **overrides: Any) -> SyncChunkStream:
+        """:meth:`stream_text` for synchronous code."""
+        return SyncChunkStream(self._sync_portal(), self.stream_text(prompt, **overrides))
+
+    def health_check_sync(self, *, timeout: float = 2.0) -> HealthReport:
+        """:meth:`health_check` for synchronous code."""
+        return self._run_sync(functools.partial(self.health_check, timeout=timeout))
+
+    def reset_session_sync(self) -> None:
+        """:meth:`reset_session` for synchronous code: drops the connections the ``*_sync``
+        methods use (those of the shared portal's event loop)."""
+        self._run_sync(self.reset_session)
 
     def close(self) -> None:
         """Close the conversation from synchronous code (see :meth:`aclose`)."""

@@ -34,6 +34,7 @@ The config file is TOML::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import stat
 import sys
@@ -99,6 +100,10 @@ class LLMConfig:
 
     Layers, lowest first: catalogue defaults < config file ``[defaults]`` <
     factory config < the ``config`` given to ``create_llm`` < per-call overrides.
+
+    ``prompt_caching`` asks for explicit prompt caching where the protocol
+    needs it marked (Anthropic ``cache_control`` on the system prompt and the
+    conversation's stable prefix); OpenAI-compatible servers cache on their own.
     """
 
     temperature: float | None = None
@@ -113,6 +118,7 @@ class LLMConfig:
     retries: int | None = None
     pricing: PriceOverride | None = None
     options: Mapping[str, Any] | None = None
+    prompt_caching: bool | None = None
     api_key: str | None = field(default=None, repr=False)
     base_url: str | None = None
 
@@ -140,16 +146,11 @@ class LLMConfig:
                 f"{where}: unknown setting(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(known))}"
             )
-        values = dict(data)
-        if "stop" in values and values["stop"] is not None:
-            stop = values["stop"]
-            values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
-        if isinstance(values.get("pricing"), Mapping):
-            values["pricing"] = PriceOverride(**values["pricing"])
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
+        values = {
+            key: value if value is None else _config_value(key, value, f"{where}: {key}")
+            for key, value in data.items()
+        }
+        return cls(**values)
 
 
 def default_paths(env: Mapping[str, str] | None = None) -> tuple[Path, Path]:
@@ -167,11 +168,62 @@ def default_paths(env: Mapping[str, str] | None = None) -> tuple[Path, Path]:
     )
 
 
-def _expect(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+def _expect(
+    value: Any, kind: type | tuple[type, ...], where: str, *, secret: bool = False
+) -> Any:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         names = " or ".join(k.__name__ for k in kinds)
-        raise ConfigError(f"{where} must be a {names}, not {value!r}")
+        # A secret (an API key written as a list, say) is described, never shown.
+        shown = f"a {type(value).__name__}" if secret else repr(value)
+        raise ConfigError(f"{where} must be a {names}, not {shown}")
+    return value
+
+
+def _number(value: Any, where: str, *, minimum: float = 0.0, strict: bool = False) -> float:
+    """A finite number >= ``minimum`` (> with ``strict``), as a float."""
+    number = _expect(value, (int, float), where)
+    if not math.isfinite(number) or number < minimum or (strict and number == minimum):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise ConfigError(f"{where} must be {bound} (a finite number), not {number!r}")
+    return float(number)
+
+
+_FLOAT_FIELDS = frozenset({"temperature", "top_p", "timeout", "connect_timeout"})
+_INT_FIELDS = frozenset({"max_tokens", "top_k", "seed", "retries"})
+_STR_FIELDS = frozenset({"system_message", "base_url"})
+_PRICE_KEYS = ("input", "output", "cached_input")
+
+
+def _config_value(key: str, value: Any, where: str) -> Any:
+    """Check (and normalise) one :class:`LLMConfig` value read from a mapping."""
+    if key in _FLOAT_FIELDS:
+        return _number(value, where, strict=key in ("timeout", "connect_timeout"))
+    if key in _INT_FIELDS:
+        number = _expect(value, int, where)
+        if key == "retries" and number < 0:
+            raise ConfigError(f"{where} must be >= 0, not {number}")
+        return number
+    if key in _STR_FIELDS:
+        return _expect(value, str, where)
+    if key == "api_key":
+        return _expect(value, str, where, secret=True)
+    if key == "stop":
+        if isinstance(value, str):
+            return (value,)
+        stops = _expect(value, (list, tuple), where)
+        return tuple(_expect(item, str, f"{where} entry") for item in stops)
+    if key == "options":
+        return dict(_expect(value, Mapping, where))
+    if key == "pricing":
+        if isinstance(value, PriceOverride):
+            return value
+        table = _expect(value, Mapping, where)
+        bad = sorted(set(table) - set(_PRICE_KEYS))
+        if bad:
+            raise ConfigError(f"{where} has unknown key(s) {', '.join(map(str, bad))}; use "
+                              "input, output and cached_input (USD per million tokens)")
+        return PriceOverride(**{k: _number(v, f"{where}.{k}") for k, v in table.items()})
     return value
 
 
@@ -250,10 +302,7 @@ class Settings:
                 if key in ("enabled", "mdns", "defaults"):
                     values[key] = _expect(value, bool, f"{where}: discovery.{key}")
                 else:
-                    number = _expect(value, (int, float), f"{where}: discovery.{key}")
-                    if number <= 0:
-                        raise ConfigError(f"{where}: discovery.{key} must be > 0, not {number}")
-                    values[key] = float(number)
+                    values[key] = _number(value, f"{where}: discovery.{key}", strict=True)
             discovery = DiscoverySettings(**values)
         hosts: list[HostSetting] = []
         for i, entry in enumerate(_expect(raw.get("hosts", []), list, f"{where}: [[hosts]]")):
@@ -280,14 +329,12 @@ class Settings:
                 )
             prices = {}
             for key, value in table.items():
-                number = _expect(value, (int, float), f'{where}: pricing."{model}".{key}')
-                if number < 0:
-                    raise ConfigError(f'{where}: pricing."{model}".{key} must be >= 0')
-                prices[key] = float(number)
+                prices[key] = _number(value, f'{where}: pricing."{model}".{key}')
             pricing[str(model)] = PriceOverride(**prices)
         api_keys = {
-            str(k): str(_expect(v, str, f"{where}: api_keys.{k}"))
-            for k, v in _expect(raw.get("api_keys", {}), dict, f"{where}: [api_keys]").items()
+            str(k): str(_expect(v, str, f"{where}: api_keys.{k}", secret=True))
+            for k, v in _expect(raw.get("api_keys", {}), dict, f"{where}: [api_keys]",
+                                secret=True).items()
         }
         base_urls = {
             str(k): str(_expect(v, str, f"{where}: base_urls.{k}"))

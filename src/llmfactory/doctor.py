@@ -2,8 +2,8 @@
 
 ``llmfactory doctor`` runs :func:`run_checks`; ``llmfactory doctor --repair``
 runs :func:`repair_store`, which moves a broken registry file aside (it never
-deletes one) and builds a fresh one from the catalogue (discovery refills the
-rest at the next start-up).
+deletes one) and builds a fresh one from the catalogue and a discovery of the
+configured hosts.
 """
 
 from __future__ import annotations
@@ -150,8 +150,12 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
     return checks
 
 
-def repair_store(settings: Settings) -> RepairResult:
-    """Move a broken registry file aside and create a fresh one; a healthy one is left alone."""
+def repair_store(settings: Settings, *, discover: bool = True) -> RepairResult:
+    """Move a broken registry file aside and create a fresh one; a healthy one is left alone.
+
+    The fresh registry gets the built-in catalogue and, unless ``discover`` is false
+    (or discovery is turned off in the settings), what the configured hosts serve.
+    """
     from llmfactory.registry.store import Store
 
     path = settings.database_path
@@ -178,22 +182,35 @@ def repair_store(settings: Settings) -> RepairResult:
             path=None,
         )
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    suffixes = ("", "-wal", "-shm")
+    aside = f"{path}.broken-{stamp}"
+    attempt = 1
+    while any(Path(aside + suffix).exists() for suffix in suffixes):
+        attempt += 1  # repaired twice within a second: never overwrite an earlier copy
+        aside = f"{path}.broken-{stamp}-{attempt}"
     moved = []
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in suffixes:
         source = Path(str(path) + suffix)
         if source.exists():
-            target = Path(f"{path}.broken-{stamp}{suffix}")
+            target = Path(aside + suffix)
             source.rename(target)
             moved.append(target)
     from llmfactory.factory import LLMFactory
 
-    fresh = LLMFactory(settings=settings, database_url=settings.database_url, discover=False)
-    fresh.ensure_initialized()
-    count = len(fresh.list_models())
+    fresh = LLMFactory(settings=settings, database_url=settings.database_url,
+                       discover=None if discover else False)
+    fresh.ensure_initialized()  # the catalogue, then start-up discovery
+    sources = [m.source for m in fresh.list_models()]
+    report = fresh.last_discovery
     fresh.close()
+    if report is None:
+        found = "discovery was off: local models come back at the next discovery"
+    else:
+        found = (f"{sources.count('discovered')} models discovered on {len(report.ok)} of "
+                 f"{len(report.hosts)} hosts")
     return RepairResult(
         repaired=True,
         moved=moved,
-        detail=f"moved the broken registry aside ({reason}); a fresh one holds {count} "
-        "catalogue models, and discovery refills local models at the next start-up",
+        detail=f"moved the broken registry aside ({reason}); the fresh one holds "
+        f"{sources.count('builtin')} catalogue models; {found}",
     )

@@ -19,14 +19,18 @@ happened and what to do about it::
     │   ├── ContextLengthExceededError  the prompt does not fit the model's context
     │   └── MalformedResponseError  the response is not what the protocol says (bad JSON, too long)
     ├── ExtensionError              an extension hook failed or refused the call
-    └── ConversationBusyError       a conversation got a message while still answering one
+    ├── ConversationBusyError       a conversation got a message while still answering one
+    └── NotSupportedError           the model or its protocol lacks the operation (also
+                                    NotImplementedError), e.g. text completion on Anthropic
 
 Errors raised while handling a third-party exception keep it as ``__cause__``.
+:func:`redact_secrets` takes API keys out of an error a server's answer made
+(a proxy quoting the key it was sent, say) before it reaches the caller.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "AmbiguousModelError",
@@ -43,9 +47,11 @@ __all__ = [
     "MalformedResponseError",
     "MissingAPIKeyError",
     "ModelNotFoundError",
+    "NotSupportedError",
     "RateLimitError",
     "RuntimeUnavailableError",
     "StoreError",
+    "redact_secrets",
 ]
 
 
@@ -230,3 +236,56 @@ class ConversationBusyError(LLMFactoryError, RuntimeError):
     A conversation answers one message at a time; await the running call (or
     close its stream) first, or use ``complete()`` for independent concurrent calls.
     """
+
+
+class NotSupportedError(LLMFactoryError, NotImplementedError):
+    """The model, or the protocol it is spoken to in, does not offer an operation.
+
+    ``operation`` names it (``text_completion``); ``provider`` is the runtime or
+    service. Raised before anything is sent.
+    """
+
+    def __init__(self, message: str, *, operation: str = "", provider: str | None = None):
+        super().__init__(message)
+        self.operation = operation
+        self.provider = provider
+
+
+REDACTED = "[redacted]"
+_SECRET_MIN_CHARS = 8  # shorter values are not keys, and replacing them would garble text
+_TEXT_ATTRIBUTES = ("body", "url", "text")
+
+
+def redact_secrets(error: BaseException, secrets: Iterable[str | None]) -> BaseException:
+    """Replace every occurrence of ``secrets`` in ``error`` with ``[redacted]``, in place.
+
+    Rewrites the message and the text attributes (``body``, ``url``) of ``error``
+    and of the llmfactory errors along its ``__cause__`` / ``__context__`` chain;
+    values shorter than 8 characters are ignored. Returns ``error``.
+    """
+    keys = sorted({s for s in secrets if s and len(s) >= _SECRET_MIN_CHARS}, key=len,
+                  reverse=True)
+    if not keys:
+        return error
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, LLMFactoryError):
+            current.args = tuple(
+                _redact(arg, keys) if isinstance(arg, str) else arg for arg in current.args
+            )
+            for name in _TEXT_ATTRIBUTES:
+                value = getattr(current, name, None)
+                if isinstance(value, str):
+                    setattr(current, name, _redact(value, keys))
+        current = current.__cause__ or current.__context__
+    return error
+
+
+def _redact(text: str, keys: Sequence[str]) -> str:
+    for key in keys:
+        if key in text:
+            text = text.replace(key, REDACTED)
+    return text
+

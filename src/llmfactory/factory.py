@@ -31,9 +31,11 @@ if TYPE_CHECKING:
     from llmfactory.base_llm import BaseLLM
     from llmfactory.extensions.base import ExtensionLike, FactoryExtensions
     from llmfactory.extensions.token_usage import UsageTotals
+    from llmfactory.health import HostHealth
+    from llmfactory.registry.groups import ReplicaGroup
     from llmfactory.registry.models import HostRecord
     from llmfactory.runtimes.base import Host
-    from llmfactory.runtimes.discovery import DiscoveryReport
+    from llmfactory.runtimes.discovery import DiscoveryReport, HostReport
 
 __all__ = [
     "LLMFactory",
@@ -102,7 +104,9 @@ class LLMFactory:
         self._aliases: dict[str, str] = {}
         self._sorted: list[LLMModel] | None = None
         self._discovery: Any = None  # runtimes.discovery.DiscoveryState, made on first use
+        self._host_urls: tuple[int, dict[tuple[str, str], str]] | None = None  # see _host_url
         self._extensions: FactoryExtensions | None = None  # defaults and usage, on first use
+        self._health: Any = None  # health.HostHealth, made on first use
 
     # -- the shared instance ------------------------------------------------------
 
@@ -222,6 +226,7 @@ class LLMFactory:
         for model in self._store.load_models():
             self._index(model)
         self._aliases = self._store.load_aliases()
+        self._host_urls = None
 
     def close(self) -> None:
         """Release the store. The factory can be initialised again afterwards.
@@ -361,6 +366,11 @@ class LLMFactory:
         matches raise :class:`AmbiguousModelError`); else :class:`ModelNotFoundError`
         with the closest identifiers as suggestions.
         """
+        return self._lookup(identifier, suggest=True)
+
+    def _lookup(self, identifier: str | LLMModel, *, suggest: bool) -> LLMModel:
+        """:meth:`get_model`; without ``suggest`` a ModelNotFoundError has no suggestions
+        (finding them compares the name with every known model: slow in a big registry)."""
         if isinstance(identifier, LLMModel):
             identifier = identifier.identifier
         if not self._initialized:
@@ -378,9 +388,9 @@ class LLMFactory:
         model = self._models.get(identifier)
         if model is not None:
             return model
-        return self._resolve_slow(identifier)
+        return self._resolve_slow(identifier, suggest=suggest)
 
-    def _resolve_slow(self, identifier: str) -> LLMModel:
+    def _resolve_slow(self, identifier: str, *, suggest: bool = True) -> LLMModel:
         parsed = parse_identifier(identifier)  # raises InvalidIdentifierError when malformed
         canonical = str(parsed)
         model = self._models.get(canonical)
@@ -396,10 +406,16 @@ class LLMFactory:
                 return self._models[ids[0]]
             if len(ids) > 1:
                 raise AmbiguousModelError(identifier, sorted(ids))
+        if parsed.host is not None and parsed.host.startswith("any:"):
+            from llmfactory.registry.groups import is_any_host, record_for_any
+
+            if is_any_host(parsed):  # "name:runtime@any": the one host serving it
+                models = self.list_models(runtime=parsed.runtime)
+                return record_for_any(models, parsed, identifier, self.suggest)
         found = self._resolve_unknown(parsed)
         if found is not None:
             return found
-        raise ModelNotFoundError(identifier, self.suggest(identifier))
+        raise ModelNotFoundError(identifier, self.suggest(identifier) if suggest else ())
 
     def _resolve_unknown(self, parsed: ModelIdentifier) -> LLMModel | None:
         """Hook for identifiers not in the registry: probe their host if it is not known yet."""
@@ -591,6 +607,51 @@ class LLMFactory:
 
         return factory_hosts(self)
 
+    def check_hosts(
+        self,
+        hosts: Iterable[Host | str | tuple[str, str]] | None = None,
+        *,
+        timeout: float = 2.0,
+    ) -> list[HostReport]:
+        """Probe hosts cheaply (one request each, concurrently) and record their status.
+
+        ``hosts`` None checks every known host (:meth:`hosts`). Unlike
+        :meth:`refresh`, models are neither listed nor changed; each host's
+        record (``status``, ``last_checked``, ``last_error``) and
+        :attr:`host_health` are updated. See ``docs/replicas.md``.
+        """
+        from llmfactory.health import check_hosts
+        from llmfactory.runtimes.discovery import run_sync
+
+        self.ensure_initialized()
+        return run_sync(lambda: check_hosts(self, hosts, timeout=timeout))
+
+    async def acheck_hosts(
+        self,
+        hosts: Iterable[Host | str | tuple[str, str]] | None = None,
+        *,
+        timeout: float = 2.0,
+    ) -> list[HostReport]:
+        """:meth:`check_hosts` for async code (asyncio or trio)."""
+        from llmfactory.health import check_hosts
+
+        if not self._initialized:
+            import anyio
+
+            await anyio.to_thread.run_sync(self.ensure_initialized)
+        return await check_hosts(self, hosts, timeout=timeout)
+
+    @property
+    def host_health(self) -> HostHealth:
+        """Hosts that failed a call or a check recently and are cooling down (in memory).
+
+        Set ``host_health.cooldown`` (seconds, 30 by default) to change how long a
+        failed host is tried last by replica sets and fallback chains.
+        """
+        from llmfactory.health import health_of
+
+        return health_of(self)
+
     # -- aliases ------------------------------------------------------------------
 
     @property
@@ -621,7 +682,11 @@ class LLMFactory:
     # -- conversations --------------------------------------------------------------
 
     def create_llm(
-        self, identifier: str | LLMModel, config: LLMConfig | None = None
+        self,
+        identifier: str | LLMModel,
+        config: LLMConfig | None = None,
+        *,
+        fallbacks: Sequence[str | LLMModel] | None = None,
     ) -> BaseLLM:
         """A new conversation with a model: the call agents make.
 
@@ -635,13 +700,44 @@ class LLMFactory:
         ``config``. No request is sent until the first message (an unknown
         host may be probed once, when discovery is on, to learn its models).
 
+        ``name:runtime@any``, or a bare name that only replicas of one model
+        share (several hosts serving it), gives a
+        :class:`~llmfactory.replicas.ReplicaLLM` that fails over between hosts;
+        ``fallbacks`` (more identifiers) a
+        :class:`~llmfactory.fallback.FallbackLLM` that moves to the next model
+        when one is unavailable. See ``docs/replicas.md``.
+
         Raises:
-            ModelNotFoundError: nothing matches (with suggestions).
+            ModelNotFoundError: nothing matches (with suggestions); for a fallback
+                list, any of its names.
             ConfigError: no class talks to the model's runtime or service.
         """
+        llm: BaseLLM
+        if fallbacks:
+            from llmfactory.fallback import FallbackLLM
+
+            llm = FallbackLLM([self._build_llm(i, config) for i in (identifier, *fallbacks)])
+        else:
+            llm = self._build_llm(identifier, config)
+        llm._factory = self
+        self._extension_defaults().attach(llm, self.settings.extensions)
+        return llm
+
+    def _build_llm(self, identifier: str | LLMModel, config: LLMConfig | None) -> BaseLLM:
+        """The conversation for one model or replica set, without extensions."""
+        if isinstance(identifier, LLMModel):
+            return self._new_llm(identifier, config)
+        resolved = self._model_for_llm(identifier)
+        if isinstance(resolved, LLMModel):
+            return self._new_llm(resolved, config)
+        from llmfactory.replicas import replica_llm
+
+        return replica_llm(self, resolved, config)
+
+    def _new_llm(self, model: LLMModel, config: LLMConfig | None) -> BaseLLM:
+        """The wire-protocol conversation for one model record, without extensions."""
         from llmfactory.api.registry import llm_class_for, spec_for_model
 
-        model = identifier if isinstance(identifier, LLMModel) else self._model_for_llm(identifier)
         spec = spec_for_model(model)
         settings = self.settings
         defaults = model.extras.get("llm_config")  # catalogue defaults, when a model has some
@@ -654,7 +750,7 @@ class LLMFactory:
         llm = llm_class_for(spec)(
             model, merged, settings=settings, host_url=self._host_url(model), spec=spec
         )
-        self._extension_defaults().attach(llm, settings.extensions)
+        llm._factory = self
         return llm
 
     # -- extensions ---------------------------------------------------------------
@@ -708,11 +804,23 @@ class LLMFactory:
         extensions = self._extensions
         return True if extensions is None else extensions.flush(timeout)
 
-    def _model_for_llm(self, identifier: str) -> LLMModel:
+    def _model_for_llm(self, identifier: str) -> LLMModel | ReplicaGroup:
+        from llmfactory.registry.groups import group_for_any, group_for_candidates, is_any_host
+
+        served = False  # a full model:runtime@host identifier: never "not found" (see below)
+        if "@" in identifier and identifier not in self._aliases:
+            wanted = parse_identifier(identifier)
+            if is_any_host(wanted):  # "name:runtime@any": a replica set of whoever serves it
+                models = self.list_models(runtime=wanted.runtime)
+                return group_for_any(models, wanted, identifier, self.suggest)
+            served = wanted.runtime is not None and wanted.host is not None
         try:
-            return self.get_model(identifier)
-        except AmbiguousModelError:
-            raise
+            return self._lookup(identifier, suggest=not served)
+        except AmbiguousModelError as exc:
+            group = group_for_candidates(self.list_models(), exc.candidates)
+            if group is None:
+                raise
+            return group
         except ModelNotFoundError:
             parsed = parse_identifier(identifier)
             if parsed.runtime is None or parsed.host is None:
@@ -741,13 +849,18 @@ class LLMFactory:
         """The base URL of a served model's host (scheme and path prefix from its record)."""
         if model.host is None:
             return None
-        try:
-            for record in self.store.load_hosts():
-                if record.runtime == model.runtime and record.address == model.host:
-                    return record.base_url
-        except LLMFactoryError:  # pragma: no cover - the registry is unreadable: use the default
-            logger.debug("cannot read host records", exc_info=True)
-        return f"http://{model.host}"
+        # The host records are read once, not for every conversation: they are cached
+        # until this process changes them (Store.hosts_version) or reload() is called.
+        store = self.store
+        cached = self._host_urls
+        if cached is None or cached[0] != store.hosts_version:
+            try:
+                urls = {(r.runtime, r.address): r.base_url for r in store.load_hosts()}
+            except LLMFactoryError:  # pragma: no cover - the registry is unreadable
+                logger.debug("cannot read host records", exc_info=True)
+                urls = {}
+            cached = self._host_urls = (store.hosts_version, urls)
+        return cached[1].get((model.runtime, model.host)) or f"http://{model.host}"
 
     def __repr__(self) -> str:
         state = f"{len(self._models)} models" if self._initialized else "not initialised"
@@ -762,9 +875,14 @@ def _sort_key(model: LLMModel) -> tuple[bool, str, str]:
 # -- module-level shortcuts over the shared instance ------------------------------
 
 
-def create_llm(identifier: str | LLMModel, config: LLMConfig | None = None) -> BaseLLM:
+def create_llm(
+    identifier: str | LLMModel,
+    config: LLMConfig | None = None,
+    *,
+    fallbacks: Sequence[str | LLMModel] | None = None,
+) -> BaseLLM:
     """:meth:`LLMFactory.create_llm` on the process-wide factory."""
-    return LLMFactory.instance().create_llm(identifier, config)
+    return LLMFactory.instance().create_llm(identifier, config, fallbacks=fallbacks)
 
 
 def ensure_initialized() -> LLMFactory:

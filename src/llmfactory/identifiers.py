@@ -42,11 +42,13 @@ DEFAULT_PORTS: dict[str, int] = {
     "ollama": 11434,
     "lmstudio": 1234,
     "openai_compatible": 8000,
+    "mock": 1,  # nominal: the mock runtime serves scripted models without a network
 }
 
 _RUNTIME_RE = re.compile(r"^[a-z][a-z0-9_.\-]*$")
+# \Z, not $: "$" also matches before a final newline ("gpu\n" is not a host name).
 _HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_\-]{0,62})(?:\.[a-z0-9_\-]{1,63})*\.?$"
+    r"^(?=.{1,253}\Z)[a-z0-9_](?:[a-z0-9_\-]{0,62})(?:\.[a-z0-9_\-]{1,63})*\.?\Z"
 )
 _FORBIDDEN_IN_NAME = re.compile(r"[\x00-\x1f\x7f]")
 

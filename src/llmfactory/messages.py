@@ -415,10 +415,13 @@ class Message:
 class Usage:
     """Tokens used by one call, and its cost in USD where the model's prices are known.
 
-    ``cached_tokens`` is the part of the prompt served from a cache,
-    ``reasoning_tokens`` the part of the completion spent thinking (both 0
-    when the server does not say). ``estimated`` is True when the server
-    reported no usage and the figures were estimated from the text.
+    ``cached_tokens`` is the part of the prompt served from a cache (read at
+    the cached price), ``cache_creation_tokens`` the part written to a cache
+    (Anthropic's ``cache_creation_input_tokens``, billed at the cache-write
+    price), ``reasoning_tokens`` the part of the completion spent thinking (all
+    0 when the server does not say; ``prompt_tokens`` includes the first two).
+    ``estimated`` is True when the server reported no usage and the figures were
+    estimated from the text.
     """
 
     prompt_tokens: int = 0
@@ -428,6 +431,7 @@ class Usage:
     reasoning_tokens: int = 0
     cost_usd: float | None = None
     estimated: bool = False
+    cache_creation_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
@@ -445,6 +449,7 @@ class Usage:
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             cost_usd=cost,
             estimated=self.estimated or other.estimated,
+            cache_creation_tokens=self.cache_creation_tokens + other.cache_creation_tokens,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -454,6 +459,7 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
             "cached_tokens": self.cached_tokens,
+            "cache_creation_tokens": self.cache_creation_tokens,
             "reasoning_tokens": self.reasoning_tokens,
             "cost_usd": self.cost_usd,
             "estimated": self.estimated,
@@ -468,7 +474,9 @@ class CompleteResponse:
     ``tool_calls``, ``content_filter`` (other values pass through as the server
     said them). ``latency_ms`` runs from the request to the last byte;
     ``time_to_first_token_ms`` is set for streamed calls. ``model`` is the
-    model name the server reported.
+    model name the server reported; ``identifier`` the full identifier of the
+    model that answered (with a replica set or fallback chain, the replica or
+    member that did).
     """
 
     content: str = ""
@@ -479,6 +487,7 @@ class CompleteResponse:
     latency_ms: float = 0.0
     time_to_first_token_ms: float | None = None
     model: str = ""
+    identifier: str = ""
 
     @property
     def message(self) -> Message:
@@ -505,6 +514,7 @@ class CompleteResponse:
                 else None
             ),
             "model": self.model,
+            "identifier": self.identifier,
         }
 
 

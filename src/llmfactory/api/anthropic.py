@@ -9,6 +9,9 @@ the API requires. Tool calls are ``tool_use`` blocks whose arguments stream as
 ``input_json_delta`` fragments; thinking arrives as ``thinking`` blocks.
 ``LLMConfig.options`` entries are added to the request as they are
 (``thinking``, ``tool_choice``, ``metadata``, …). The key goes in ``x-api-key``.
+``LLMConfig.prompt_caching`` marks ``cache_control`` breakpoints
+(:mod:`llmfactory.api.prompt_caching`); cache reads and writes come back in
+``Usage.cached_tokens`` and ``Usage.cache_creation_tokens``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from contextlib import aclosing
 from typing import Any, cast
 
 from llmfactory.api.keys import Endpoint
+from llmfactory.api.prompt_caching import mark_anthropic_cache
 from llmfactory.api.streaming import iter_sse_json
 from llmfactory.base_llm import BaseLLM, Call
 from llmfactory.errors import MalformedResponseError
@@ -97,15 +101,15 @@ def _messages(messages: list[Message]) -> tuple[str | None, list[dict[str, Any]]
 
 def _usage(raw: Mapping[str, Any], output_tokens: int | None = None) -> Usage:
     cache_read = raw.get("cache_read_input_tokens") or 0
-    prompt = (raw.get("input_tokens") or 0) + cache_read + (
-        raw.get("cache_creation_input_tokens") or 0
-    )
+    cache_creation = raw.get("cache_creation_input_tokens") or 0
+    prompt = (raw.get("input_tokens") or 0) + cache_read + cache_creation
     completion = (raw.get("output_tokens") or 0) if output_tokens is None else output_tokens
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=prompt + completion,
         cached_tokens=cache_read,
+        cache_creation_tokens=cache_creation,
     )
 
 
@@ -164,6 +168,8 @@ class AnthropicLLM(BaseLLM):
             ]
         if config.options:
             payload.update(config.options)
+        if config.prompt_caching:
+            mark_anthropic_cache(payload)  # cache_control breakpoints: see api/prompt_caching.py
         return payload
 
     async def _complete(self, call: Call) -> CompleteResponse:

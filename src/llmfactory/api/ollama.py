@@ -98,9 +98,21 @@ def _finish_reason(reason: Any, has_tool_calls: bool) -> str | None:
 
 
 class OllamaLLM(BaseLLM):
-    """A conversation with a model served by Ollama, over its native ``/api/chat``."""
+    """A conversation with a model served by Ollama, over its native ``/api/chat``
+    (and ``/api/generate`` for text completion: :mod:`llmfactory.api.ollama_text`)."""
 
     chat_path = "/api/chat"
+    supports_text_completion = True
+
+    async def _complete_text(self, call: Call) -> CompleteResponse:
+        from llmfactory.api.ollama_text import generate
+
+        return await generate(self, call)
+
+    def _stream_text(self, call: Call) -> AsyncGenerator[ChunkResponse, None]:
+        from llmfactory.api.ollama_text import generate_stream
+
+        return generate_stream(self, call)
 
     def _payload(self, call: Call, stream: bool) -> dict[str, Any]:
         config = call.config

@@ -85,7 +85,7 @@ def _usage(raw: Any) -> Usage | None:
         total_tokens=raw.get("total_tokens") or prompt + completion,
         cached_tokens=(prompt_details or {}).get("cached_tokens") or 0
         if isinstance(prompt_details, Mapping)
-        else 0,
+        else raw.get("prompt_cache_hit_tokens") or 0,  # DeepSeek's older field
         reasoning_tokens=(completion_details or {}).get("reasoning_tokens") or 0
         if isinstance(completion_details, Mapping)
         else 0,
@@ -152,9 +152,21 @@ def _tool_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
 
 
 class OpenAILLM(BaseLLM):
-    """A conversation over the OpenAI-compatible ``/chat/completions`` API."""
+    """A conversation over the OpenAI-compatible ``/chat/completions`` API (and
+    ``/completions`` for text completion: :mod:`llmfactory.api.openai_text`)."""
 
     chat_path = "/chat/completions"
+    supports_text_completion = True
+
+    async def _complete_text(self, call: Call) -> CompleteResponse:
+        from llmfactory.api.openai_text import completion
+
+        return await completion(self, call)
+
+    def _stream_text(self, call: Call) -> AsyncGenerator[ChunkResponse, None]:
+        from llmfactory.api.openai_text import completion_stream
+
+        return completion_stream(self, call)
 
     def _auth_headers(self, endpoint: Endpoint) -> dict[str, str]:
         if endpoint.api_key:

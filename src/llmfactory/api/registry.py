@@ -78,6 +78,8 @@ _RUNTIMES: dict[str, ServiceSpec] = {
         api_path="/v1",
         key_env="OPENAI_COMPATIBLE_API_KEY",
     ),
+    # Scripted test models (llmfactory.mock): no network, no key.
+    "mock": ServiceSpec(name="mock", llm_class="llmfactory.api.mock:MockLLM"),
 }
 
 _SERVICES: dict[str, ServiceSpec] = {

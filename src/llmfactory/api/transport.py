@@ -34,9 +34,11 @@ import json as _json
 import logging
 import math
 import random
+import ssl
+import threading
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import timezone
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -50,8 +52,10 @@ from llmfactory.api.streaming import BODY_EXCERPT_CHARS, build_api_error, parse_
 from llmfactory.errors import (
     LLMAPIError,
     LLMConnectionError,
+    LLMFactoryError,
     LLMTimeoutError,
     MalformedResponseError,
+    redact_secrets,
 )
 
 __all__ = [
@@ -63,6 +67,7 @@ __all__ = [
     "RetryPolicy",
     "StreamResponse",
     "Timeouts",
+    "close_client",
     "close_clients",
     "get_client",
     "open_stream",
@@ -237,13 +242,57 @@ def _parse_url(url: str | httpx.URL) -> httpx.URL:
     return parsed
 
 
+_tls: ssl.SSLContext | None = None
+_tls_lock = threading.Lock()
+
+
+def _tls_context() -> ssl.SSLContext:
+    # Building the verifying context loads the CA bundle (tens of milliseconds); every
+    # client of the process shares one (SSLContext is safe to share between threads).
+    global _tls
+    with _tls_lock:
+        if _tls is None:
+            _tls = httpx.create_ssl_context()
+        return _tls
+
+
+MAX_CONNECTIONS_PER_HOST = 1000
+"""The most connections the pool opens to one host at once (the OpenAI SDK's limit).
+
+Each streaming call holds a connection until its stream ends, and LLM servers
+queue requests themselves, so the pool should not be what makes the 101st
+concurrent conversation wait (httpx's default is 100; a caller kept waiting for
+a connection fails after ``Timeouts.pool``). The limit is lowered to half the
+process's open-file limit when that is smaller, so that a burst of
+conversations waits for a connection instead of failing with "too many open
+files". Idle connections kept for reuse are few (16): httpcore's pool does
+work proportional to idle × all connections whenever a request starts or ends.
+"""
+
+_IDLE_CONNECTIONS_PER_HOST = 16
+
+
+def _max_connections() -> int:
+    try:
+        import resource
+    except ImportError:  # Windows: no such per-process limit on sockets
+        return MAX_CONNECTIONS_PER_HOST
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS_PER_HOST
+    return max(_IDLE_CONNECTIONS_PER_HOST, min(MAX_CONNECTIONS_PER_HOST, soft // 2))
+
+
 def _new_client() -> httpx.AsyncClient:
     # Cookies are refused: the client is shared by every caller talking to a host.
     no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
     return httpx.AsyncClient(
+        verify=_tls_context(),
         timeout=DEFAULT_TIMEOUTS.to_httpx(),
         limits=httpx.Limits(
-            max_connections=64, max_keepalive_connections=16, keepalive_expiry=30.0
+            max_connections=_max_connections(),
+            max_keepalive_connections=_IDLE_CONNECTIONS_PER_HOST,
+            keepalive_expiry=30.0,
         ),
         follow_redirects=False,
         cookies=no_cookies,
@@ -289,6 +338,28 @@ async def close_clients() -> None:
         for key, client in pending:
             await client.aclose()
             logger.debug("closed HTTP client for %s", key)
+
+
+async def close_client(url: str | httpx.URL) -> bool:
+    """Close the running event loop's pooled client for the host of ``url``; True when
+    there was one.
+
+    Its connections are dropped; the next request to that host opens new ones.
+    Other hosts' clients, and other event loops', are not touched. Completes
+    even inside a cancelled scope.
+
+    Raises:
+        LLMConnectionError: ``url`` is not an absolute http(s) URL.
+    """
+    key = _origin(_parse_url(url))
+    clients = _clients.get(None)
+    client = clients.pop(key, None) if clients else None
+    if client is None:
+        return False
+    with anyio.CancelScope(shield=True):
+        await client.aclose()
+    logger.debug("closed HTTP client for %s", key)
+    return True
 
 
 # --------------------------------------------------------------------------- error mapping
@@ -421,6 +492,28 @@ async def _status_error(
     )
 
 
+async def _html_error(response: StreamResponse, provider: str | None) -> MalformedResponseError:
+    """A 2xx HTML page where the API's answer belongs: a captive portal, a proxy's sign-in page.
+
+    Reported as such (an SSE reader would skip its lines and report a stream cut
+    short, inviting a useless retry); never retried.
+    """
+    try:
+        raw = await response.read_upto(_ERROR_BODY_BYTES)
+    except (LLMConnectionError, LLMAPIError):
+        raw = b""
+    text = raw.decode("utf-8", "replace")
+    return MalformedResponseError(
+        f"{provider or 'the server'} at {response.url} answered HTTP {response.status_code} "
+        f"with an HTML page ({parse_error_body(text).message}) instead of the API's answer; "
+        "is this the right URL, or is a proxy or captive portal in the way?",
+        status=response.status_code,
+        body=text[:BODY_EXCERPT_CHARS],
+        provider=provider,
+        url=response.url,
+    )
+
+
 async def _send(
     method: str,
     url: str | httpx.URL,
@@ -457,6 +550,11 @@ async def _send(
         logger.debug("%s %s -> HTTP %d", method, safe, status)
         stream = StreamResponse(response, url=safe, provider=provider, timeouts=timeouts)
         if status < 300:
+            if "html" in response.headers.get("content-type", "").lower():
+                try:
+                    raise await _html_error(stream, provider)
+                finally:
+                    await stream.aclose()
             return stream
         retry_after = parse_retry_after(response.headers)
         try:
@@ -474,6 +572,38 @@ async def _send(
             await anyio.sleep(delay)
             continue
         raise error
+
+
+# --------------------------------------------------------------------------- secrets
+
+# Headers that carry credentials: their values never appear in an error, even when a
+# server (or a proxy) quotes what it was sent.
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key"}
+)
+
+
+def _secrets_in(headers: Mapping[str, str] | None) -> list[str]:
+    """The credentials in request headers: each value, and its token after a scheme."""
+    found: list[str] = []
+    for name, value in (headers or {}).items():
+        if name.lower() in _CREDENTIAL_HEADERS and value:
+            found.append(value)
+            scheme, _, token = value.partition(" ")
+            if token.strip() and scheme.isalpha():
+                found.append(token.strip())
+    return found
+
+
+@contextmanager
+def _redacting(secrets: list[str]) -> Iterator[None]:
+    """Take ``secrets`` out of any llmfactory error raised in the block."""
+    try:
+        yield
+    except LLMFactoryError as exc:
+        if secrets:
+            redact_secrets(exc, secrets)
+        raise
 
 
 # --------------------------------------------------------------------------- public calls
@@ -528,7 +658,7 @@ class StreamResponse:
         if chunks is None:
             if self._finished:
                 raise StopAsyncIteration
-            chunks = self._chunks = self._response.aiter_bytes()
+            chunks = self._chunks = _body_chunks(self._response)
         try:
             return await chunks.__anext__()
         except StopAsyncIteration:
@@ -601,6 +731,27 @@ class StreamResponse:
                 await _unwind(chunks)
 
 
+def _body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive.
+
+    A body without a ``Content-Encoding`` (what LLM servers stream) is read
+    straight from the response's byte stream: ``aiter_bytes`` would pass every
+    chunk through two more generators, an identity decoder and a chunker, a
+    tenth of the client's time per token on a fast stream. httpx's error
+    mapping sits below, in the transport, so errors are the same either way.
+    """
+    encoding = response.headers.get("content-encoding")
+    stream = response.stream
+    if (encoding is None or encoding.strip().lower() == "identity") and isinstance(
+        stream, httpx.AsyncByteStream
+    ):
+        if response.is_stream_consumed or response.is_closed:
+            return response.aiter_raw()  # raises httpx's own StreamConsumed / StreamClosed
+        response.is_stream_consumed = True
+        return stream.__aiter__()
+    return response.aiter_bytes()
+
+
 async def _unwind(chunks: AsyncIterator[bytes]) -> None:
     """Finish httpx's body iterator after its response was closed mid-body.
 
@@ -646,18 +797,23 @@ async def open_stream(
         LLMConnectionError: the server could not be reached, or the connection
             broke (``LLMTimeoutError`` for timeouts).
         LLMAPIError: the server answered with an error or a redirect.
+        MalformedResponseError: the server answered 2xx with an HTML page (a
+            captive portal or a proxy's page) instead of the API's answer.
     """
-    stream = await _send(
-        method,
-        url,
-        json=json,
-        headers=headers,
-        timeouts=timeouts or DEFAULT_TIMEOUTS,
-        retry=retry or DEFAULT_RETRY,
-        provider=provider,
-    )
+    secrets = _secrets_in(headers)
+    with _redacting(secrets):
+        stream = await _send(
+            method,
+            url,
+            json=json,
+            headers=headers,
+            timeouts=timeouts or DEFAULT_TIMEOUTS,
+            retry=retry or DEFAULT_RETRY,
+            provider=provider,
+        )
     try:
-        yield stream
+        with _redacting(secrets):
+            yield stream
     finally:
         await stream.aclose()
 
@@ -697,6 +853,11 @@ async def request_json(
         body = await response.read(max_body_bytes)
         status = response.status_code
         safe = response.url
+    with _redacting(_secrets_in(headers)):
+        return _parse_json_body(body, status, safe, provider)
+
+
+def _parse_json_body(body: bytes, status: int, safe: str, provider: str | None) -> Any:
     if not body.strip():
         return None
     try:

@@ -39,6 +39,8 @@ def _context(value: int | None) -> str:
 @click.option("--available", is_flag=True, help="Only models available now.")
 @click.option("--host", help="Only models on this host (host or host:port).")
 @click.option("--search", "-s", help="Only models whose id, name or family contains this text.")
+@click.option("--group", "group", is_flag=True,
+              help="One row per logical model: replicas (hosts serving the same model) together.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @click.pass_context
 def models_command(
@@ -49,9 +51,16 @@ def models_command(
     available: bool,
     host: str | None,
     search: str | None,
+    group: bool,
     as_json: bool,
 ) -> None:
-    """List known models: the built-in catalogue, discovered and registered ones."""
+    """List known models: the built-in catalogue, discovered and registered ones.
+
+    Models several hosts serve (replicas: see docs/replicas.md) show their count in a
+    `replicas` column, or one row each with --group.
+    """
+    from llmfactory.cli.grouping import grouped_rows, model_dicts, replica_column
+
     factory = get_factory(ctx)
     models = factory.list_models(
         runtime=runtime,
@@ -61,11 +70,15 @@ def models_command(
         host=host,
         search=search,
     )
+    if group:
+        _print_groups(grouped_rows(factory, models), as_json)
+        return
     if as_json:
-        print_json([m.to_dict() for m in models])
+        print_json(model_dicts(factory, models))
         return
     from rich.table import Table
 
+    replicas = replica_column(factory, models)
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("id", no_wrap=True)
     table.add_column("provider")
@@ -75,7 +88,9 @@ def models_command(
     table.add_column("$in/M", justify="right")
     table.add_column("$out/M", justify="right")
     table.add_column("available")
-    for m in models:
+    if replicas is not None:
+        table.add_column("replicas", justify="right")
+    for i, m in enumerate(models):
         table.add_row(
             m.identifier,
             m.provider,
@@ -85,10 +100,45 @@ def models_command(
             _price(m.input_price_per_million),
             _price(m.output_price_per_million),
             "yes" if m.available else f"no (last seen {m.last_seen:%Y-%m-%d %H:%M})",
+            *([replicas[i]] if replicas is not None else []),
         )
     console = make_console()
     console.print(table)
     console.print(f"[dim]{len(models)} model(s)[/dim]")
+
+
+def _print_groups(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("id", no_wrap=True)
+    for name in ("provider", "runtime"):
+        table.add_column(name)
+    table.add_column("context", justify="right")
+    table.add_column("capabilities")
+    table.add_column("$in/M", justify="right")
+    table.add_column("$out/M", justify="right")
+    table.add_column("available")
+    table.add_column("hosts", overflow="fold")
+    for row in rows:
+        pricing = row["pricing"]
+        table.add_row(
+            row["id"],
+            row["provider"],
+            row["runtime"],
+            _context(row["context_length"]),
+            ",".join(row["capabilities"]),
+            _price(pricing["input_per_million"]),
+            _price(pricing["output_per_million"]),
+            "yes" if row["available"] else "no",
+            ", ".join(row["hosts"]) or "-",
+        )
+    console = make_console()
+    console.print(table)
+    console.print(f"[dim]{len(rows)} model(s)[/dim]")
 
 
 @cli.command("show")

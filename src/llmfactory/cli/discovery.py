@@ -156,26 +156,52 @@ def _host_dict(record: HostRecord) -> dict[str, Any]:
     }
 
 
-@cli.group("hosts")
-def hosts_group() -> None:
-    """Hosts where runtimes listen: list them, add one, remove one."""
+_CHECK_HELP = ("Probe every host first (one cheap request each, at most --timeout seconds) "
+               "and record its status.")
+
+
+@cli.group("hosts", invoke_without_command=True)
+@click.option("--check", is_flag=True, help=_CHECK_HELP + " Implies `list`.")
+@click.option("--json", "as_json", is_flag=True, help="With no command: print JSON.")
+@click.pass_context
+def hosts_group(ctx: click.Context, check: bool, as_json: bool) -> None:
+    """Hosts where runtimes listen: list them (the default), check, add or remove one."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(hosts_list, as_json=as_json, check=check)
 
 
 @hosts_group.command("list")
+@click.option("--check", is_flag=True, help=_CHECK_HELP)
+@click.option("--timeout", type=click.FloatRange(min=0.05), default=2.0, show_default=True,
+              help="Seconds each check may take.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def hosts_list(ctx: click.Context, as_json: bool) -> None:
+def hosts_list(ctx: click.Context, as_json: bool, check: bool = False,
+               timeout: float = 2.0) -> None:
     """Each known host with its status, version, model count, last seen and last error."""
     factory = get_factory(ctx)
+    checked: dict[str, Any] = {}
+    if check:
+        checked = {r.key: r for r in factory.check_hosts(timeout=timeout)}
     records = factory.hosts()
     if as_json:
-        print_json([_host_dict(r) for r in records])
+        rows = []
+        for r in records:
+            row = _host_dict(r)
+            if r.key in checked:
+                report = checked[r.key]
+                row["check"] = {"status": report.status, "error": report.error,
+                                "elapsed": round(report.elapsed, 4)}
+            rows.append(row)
+        print_json(rows)
         return
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("runtime", "url", "source", "status", "version", "models", "last seen"):
         table.add_column(column)
+    if checked:
+        table.add_column("check", justify="right")
     table.add_column("last error", overflow="fold")
     styles = {"ok": "green", "unreachable": "red", "error": "yellow"}
     for r in records:
@@ -188,6 +214,8 @@ def hosts_list(ctx: click.Context, as_json: bool) -> None:
             r.version or "-",
             str(r.model_count),
             _ago(r.last_seen),
+            *([f"{checked[r.key].elapsed * 1000:.0f} ms" if r.key in checked else "-"]
+              if checked else []),
             _without_key(r.last_error, r.key),
         )
     console = make_console()

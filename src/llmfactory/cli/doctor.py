@@ -13,16 +13,22 @@ _STYLE = {"ok": "green", "warning": "yellow", "error": "red"}
 
 @cli.command("doctor")
 @click.option("--repair", is_flag=True,
-              help="Move a broken registry aside (never deleting it) and build a fresh one.")
+              help="Move a broken registry aside (never deleting it) and rebuild it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-def doctor_command(repair: bool, as_json: bool) -> None:
-    """Check the config file, the registry, the known hosts and the API keys."""
+@click.pass_context
+def doctor_command(ctx: click.Context, repair: bool, as_json: bool) -> None:
+    """Check the config file, the registry, the known hosts and the API keys.
+
+    With --repair, a broken registry is moved aside and rebuilt from the built-in
+    catalogue and a discovery of the configured hosts (none with --no-discover).
+    """
     from llmfactory.config import Settings
     from llmfactory.doctor import repair_store, run_checks
 
     repaired = None
     if repair:
-        repaired = repair_store(Settings.load())
+        discover = bool((ctx.find_root().obj or {}).get("discover", True))
+        repaired = repair_store(Settings.load(), discover=discover)
     checks = run_checks()
     failed = any(c.status == "error" for c in checks)
     if as_json:

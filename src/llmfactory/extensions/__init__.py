@@ -17,7 +17,9 @@ Shipped:
 * :class:`LoggingExtension` — one structured log record per call;
 * :class:`RateLimitExtension` — requests and tokens per minute;
 * :class:`RedactionExtension` — e-mail addresses, phone numbers and keys
-  replaced before the request leaves the process.
+  replaced before the request leaves the process;
+* :class:`OpenTelemetryExtension` — one span per call with the GenAI
+  semantic-convention attributes (the ``otel`` extra).
 
 See ``docs/extensions.md``. The names below are imported on first use.
 """
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
         load_extension,
     )
     from llmfactory.extensions.logging_ext import LoggingExtension
+    from llmfactory.extensions.otel import OpenTelemetryExtension
     from llmfactory.extensions.rate_limit import RateLimitExceeded, RateLimitExtension
     from llmfactory.extensions.redaction import RedactionExtension
     from llmfactory.extensions.token_usage import (
@@ -50,6 +53,7 @@ _LAZY: dict[str, str] = {
     "extension_names": "llmfactory.extensions.base",
     "load_extension": "llmfactory.extensions.base",
     "LoggingExtension": "llmfactory.extensions.logging_ext",
+    "OpenTelemetryExtension": "llmfactory.extensions.otel",
     "RateLimitExceeded": "llmfactory.extensions.rate_limit",
     "RateLimitExtension": "llmfactory.extensions.rate_limit",
     "RedactionExtension": "llmfactory.extensions.redaction",
@@ -64,6 +68,7 @@ __all__ = [
     "CallUsage",
     "LLMExtension",
     "LoggingExtension",
+    "OpenTelemetryExtension",
     "RateLimitExceeded",
     "RateLimitExtension",
     "RedactionExtension",

@@ -84,6 +84,7 @@ _BUILTINS: dict[str, str] = {
     "logging": "llmfactory.extensions.logging_ext:LoggingExtension",
     "rate_limit": "llmfactory.extensions.rate_limit:RateLimitExtension",
     "redaction": "llmfactory.extensions.redaction:RedactionExtension",
+    "otel": "llmfactory.extensions.otel:OpenTelemetryExtension",
 }
 
 E = TypeVar("E")

@@ -93,21 +93,39 @@ class ModelSource(str, Enum):
 class Pricing:
     """List prices in USD per million tokens (0 for local models)."""
 
+    #: Cache writes cost this many times the input price (Anthropic's 5-minute cache).
+    CACHE_WRITE_MULTIPLIER = 1.25
+
     input_per_million: float = 0.0
     output_per_million: float = 0.0
     cached_input_per_million: float | None = None
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
-        """The cost in USD of a call; cached prompt tokens at the cached price when known."""
+    def cost(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        cache_creation_tokens: int = 0,
+    ) -> float:
+        """The cost in USD of a call.
+
+        ``prompt_tokens`` includes ``cached_tokens`` (read from a cache: at the
+        cached price when known, else the input price) and
+        ``cache_creation_tokens`` (written to a cache: at
+        :attr:`CACHE_WRITE_MULTIPLIER` times the input price); the rest of the
+        prompt at the input price, the completion at the output price.
+        """
         cached = min(max(cached_tokens, 0), prompt_tokens)
+        created = min(max(cache_creation_tokens, 0), prompt_tokens - cached)
         cached_price = (
             self.cached_input_per_million
             if self.cached_input_per_million is not None
             else self.input_per_million
         )
         return (
-            (prompt_tokens - cached) * self.input_per_million
+            (prompt_tokens - cached - created) * self.input_per_million
             + cached * cached_price
+            + created * self.input_per_million * self.CACHE_WRITE_MULTIPLIER
             + completion_tokens * self.output_per_million
         ) / 1_000_000
 
@@ -285,34 +303,36 @@ class LLMModel(SQLModel, table=True):
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description (the shape ``llmfactory models --json`` prints)."""
+        v = self.__dict__  # plain dict access: SQLAlchemy's attribute descriptors are slow
+        first_seen, last_seen = v["first_seen"], v["last_seen"]
         return {
-            "id": self.identifier,
-            "name": self.name,
-            "provider": self.provider,
-            "runtime": self.runtime,
-            "host": self.host,
-            "service": self.service,
-            "context_length": self.context_length,
-            "max_output_tokens": self.max_output_tokens,
-            "capabilities": list(self.capabilities),
+            "id": v["identifier"],
+            "name": v["name"],
+            "provider": v["provider"],
+            "runtime": v["runtime"],
+            "host": v["host"],
+            "service": v["service"],
+            "context_length": v["context_length"],
+            "max_output_tokens": v["max_output_tokens"],
+            "capabilities": list(v["capabilities"]),
             "pricing": {
-                "input_per_million": self.input_price_per_million,
-                "output_per_million": self.output_price_per_million,
-                "cached_input_per_million": self.cached_input_price_per_million,
+                "input_per_million": v["input_price_per_million"],
+                "output_per_million": v["output_price_per_million"],
+                "cached_input_per_million": v["cached_input_price_per_million"],
             },
             "details": {
-                "family": self.family,
-                "parameter_size": self.parameter_size,
-                "quantization": self.quantization,
-                "size_bytes": self.size_bytes,
-                "digest": self.digest,
-                "extras": dict(self.extras),
+                "family": v["family"],
+                "parameter_size": v["parameter_size"],
+                "quantization": v["quantization"],
+                "size_bytes": v["size_bytes"],
+                "digest": v["digest"],
+                "extras": dict(v["extras"]),
             },
-            "available": self.available,
-            "source": self.source,
-            "first_seen": self.first_seen.isoformat() if self.first_seen else None,
-            "last_seen": self.last_seen.isoformat() if self.last_seen else None,
-            "user_fields": list(self.user_fields),
+            "available": v["available"],
+            "source": v["source"],
+            "first_seen": first_seen.isoformat() if first_seen else None,
+            "last_seen": last_seen.isoformat() if last_seen else None,
+            "user_fields": list(v["user_fields"]),
         }
 
     def __repr__(self) -> str:

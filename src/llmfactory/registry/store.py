@@ -136,7 +136,16 @@ class Store:
         self.url = url
         self.path, self._printable = _describe_url(url)
         self._lock = threading.RLock()
+        self.hosts_version = 0
+        """Incremented by every change of the host records made through this store (lets
+        callers cache what :meth:`load_hosts` returned)."""
         if self.path is not None:
+            if Path(self.path).expanduser().is_dir():
+                raise self._error(
+                    "it is a directory, not a registry file; move it aside (`llmfactory "
+                    "doctor --repair` does) or point LLMFACTORY_DATABASE_URL / "
+                    "LLMFACTORY_HOME elsewhere"
+                )
             parent = Path(self.path).expanduser().parent
             if not parent.exists():
                 if create_dirs:
@@ -326,8 +335,10 @@ class Store:
     def load_models(self) -> list[LLMModel]:
         """Every stored model."""
         with self._read() as conn:
-            rows = conn.execute(select(_MODELS)).mappings().all()
-        return [LLMModel.from_row(_from_db(dict(row))) for row in rows]
+            result = conn.execute(select(_MODELS))
+            keys = list(result.keys())  # once: a RowMapping looks its keys up per row
+            rows = result.all()
+        return [LLMModel.from_row(_from_db(dict(zip(keys, row, strict=True)))) for row in rows]
 
     def get_model(self, identifier: str) -> LLMModel | None:
         """One stored model, read from the database (not from any cache)."""
@@ -341,10 +352,10 @@ class Store:
         found: dict[str, LLMModel] = {}
         for start in range(0, len(identifiers), _CHUNK):
             chunk = identifiers[start : start + _CHUNK]
-            for row in conn.execute(
-                select(_MODELS).where(_MODELS.c.identifier.in_(chunk))
-            ).mappings():
-                model = LLMModel.from_row(_from_db(dict(row)))
+            result = conn.execute(select(_MODELS).where(_MODELS.c.identifier.in_(chunk)))
+            keys = list(result.keys())
+            for row in result:
+                model = LLMModel.from_row(_from_db(dict(zip(keys, row, strict=True))))
                 found[model.identifier] = model
         return found
 
@@ -453,6 +464,7 @@ class Store:
                     )
                 )
             conn.execute(insert(_HOSTS), rows)
+        self.hosts_version += 1
 
     def delete_host(self, runtime: str, address: str) -> bool:
         """Delete a host record; True when it existed."""
@@ -460,7 +472,8 @@ class Store:
             result = conn.execute(
                 delete(_HOSTS).where((_HOSTS.c.runtime == runtime) & (_HOSTS.c.address == address))
             )
-            return bool(result.rowcount)
+        self.hosts_version += 1
+        return bool(result.rowcount)
 
     # -- aliases ----------------------------------------------------------------
 

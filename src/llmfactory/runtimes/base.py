@@ -60,6 +60,7 @@ _BUILTINS: dict[str, str] = {
     "ollama": "llmfactory.runtimes.ollama:OllamaRuntime",
     "lmstudio": "llmfactory.runtimes.lmstudio:LMStudioRuntime",
     "openai_compatible": "llmfactory.runtimes.openai_compatible:OpenAICompatibleRuntime",
+    "mock": "llmfactory.runtimes.mock:MockRuntime",
 }
 
 

@@ -306,7 +306,8 @@ async def _probe_one(
     with anyio.move_on_at(deadline):
         try:
             runtime = get_runtime(host.runtime)
-            await _connect_check(host, options.connect_timeout)
+            if getattr(runtime, "requires_network", True):  # the mock runtime: no network
+                await _connect_check(host, options.connect_timeout)
             from llmfactory.runtimes.http import ProbeClient
 
             client = ProbeClient(

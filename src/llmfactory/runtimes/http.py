@@ -29,8 +29,10 @@ import httpx
 from llmfactory.errors import (
     AuthenticationError,
     LLMAPIError,
+    LLMFactoryError,
     MalformedResponseError,
     RuntimeUnavailableError,
+    redact_secrets,
 )
 
 if TYPE_CHECKING:
@@ -312,7 +314,13 @@ class ProbeClient:
                 host=str(self.host.address),
                 runtime=self.host.runtime,
             ) from exc
-        return status, self._parse(where, url, status, bytes(data), content_type, absent_ok)
+        try:
+            return status, self._parse(where, url, status, bytes(data), content_type, absent_ok)
+        except LLMFactoryError as exc:
+            # A server quoting the token it was sent must not put it in a report or the
+            # registry (host records keep the last error).
+            redact_secrets(exc, _tokens(headers))
+            raise
 
     def _too_large(self, where: str, status: int, url: str) -> MalformedResponseError:
         return MalformedResponseError(
@@ -368,6 +376,15 @@ class ProbeClient:
                 url=url,
             ) from parse_error
         return parsed
+
+
+def _tokens(headers: Mapping[str, str] | None) -> list[str]:
+    """The credentials sent in ``headers`` (a bearer token and the whole header value)."""
+    found: list[str] = []
+    for name, value in (headers or {}).items():
+        if name.lower() in ("authorization", "x-api-key", "api-key") and value:
+            found += [value, value.partition(" ")[2].strip()]
+    return found
 
 
 def _error_message(body: Any) -> str | None:
