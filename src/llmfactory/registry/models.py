@@ -7,6 +7,7 @@ SQLModel row, never an active object. :class:`Capability` and
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,6 +35,22 @@ __all__ = [
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(timezone.utc)
+
+
+def _empty_list() -> list[Any]:
+    return []
+
+
+def _empty_dict() -> dict[str, Any]:
+    return {}
+
+
+# pydantic inspects a default factory's signature each time it calls it (to see whether
+# it takes the validated data), and inspect.signature(list) alone takes about 0.2 ms: a
+# third of the cost of building an LLMModel. A precomputed signature makes that free.
+for _factory in (utcnow, _empty_list, _empty_dict):
+    setattr(_factory, "__signature__", inspect.Signature())  # noqa: B010
+del _factory
 
 
 class Capability(str, Enum):
@@ -222,7 +239,9 @@ class LLMModel(SQLModel, table=True):
     )
     context_length: int | None = None
     max_output_tokens: int | None = None
-    capabilities: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    capabilities: list[str] = Field(
+        default_factory=_empty_list, sa_column=Column(JSON, nullable=False)
+    )
     input_price_per_million: float = 0.0
     output_price_per_million: float = 0.0
     cached_input_price_per_million: float | None = None
@@ -231,12 +250,16 @@ class LLMModel(SQLModel, table=True):
     quantization: str | None = None
     size_bytes: int | None = None
     digest: str | None = None
-    extras: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    extras: dict[str, Any] = Field(
+        default_factory=_empty_dict, sa_column=Column(JSON, nullable=False)
+    )
     source: str = Field(default=ModelSource.USER.value)
     available: bool = True
     first_seen: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow)
-    user_fields: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    user_fields: list[str] = Field(
+        default_factory=_empty_list, sa_column=Column(JSON, nullable=False)
+    )
 
     @property
     def id(self) -> str:

@@ -110,6 +110,19 @@ def merge_model(existing: LLMModel | None, incoming: LLMModel) -> LLMModel:
     return LLMModel.from_row(merged)
 
 
+def _foreign(cursor: Any) -> bool:
+    """True for another application's SQLite database (tables, but no schema version).
+
+    Its journal mode is left alone: switching to WAL is persistent, and the file is
+    not ours to change (opening it is refused right after).
+    """
+    if cursor.execute("PRAGMA user_version").fetchone()[0]:
+        return False
+    return cursor.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' LIMIT 1"
+    ).fetchone() is not None
+
+
 def _describe_url(url: str) -> tuple[str | None, str]:
     """Return (file path or None, a printable form of the URL without a password)."""
     parsed = make_url(url)
@@ -200,7 +213,7 @@ class Store:
                 cursor = dbapi_connection.cursor()
                 try:
                     cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-                    if not self.in_memory:
+                    if not self.in_memory and not _foreign(cursor):
                         cursor.execute("PRAGMA journal_mode = WAL")
                         cursor.execute("PRAGMA synchronous = NORMAL")
                 finally:
