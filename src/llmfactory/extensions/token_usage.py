@@ -379,7 +379,7 @@ class TokenUsageTrackingExtension(LLMExtension):
             call,
             CallUsage(
                 timestamp=datetime.now(timezone.utc),
-                identifier=call.llm.identifier,
+                identifier=call.model.identifier,
                 provider=call.model.provider,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
@@ -401,7 +401,7 @@ class TokenUsageTrackingExtension(LLMExtension):
             call,
             CallUsage(
                 timestamp=datetime.now(timezone.utc),
-                identifier=call.llm.identifier,
+                identifier=call.model.identifier,
                 provider=call.model.provider,
                 cost_usd=None,
                 latency_ms=latency,
@@ -429,7 +429,7 @@ class TokenUsageTrackingExtension(LLMExtension):
             reasoning_tokens=reasoning,
             estimated=True,
         )
-        cost = call.llm._cost(call.config, usage)
+        cost = call.llm._cost(call.config, usage, call.model)
         return replace(usage, cost_usd=cost) if cost is not None else usage
 
     def _record(self, call: Call, usage: CallUsage) -> None:

@@ -9,6 +9,7 @@ writer waits for another instead of failing. Any SQLAlchemy URL works
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -261,8 +262,11 @@ class Store:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
+        # The in-memory store has one shared connection: reads must not interleave with
+        # another thread's transaction on it. File stores give each thread its own.
+        lock = self._lock if self.in_memory else contextlib.nullcontext()
         try:
-            with self.engine.connect() as conn, conn.begin():
+            with lock, self.engine.connect() as conn, conn.begin():
                 yield conn
         except (OperationalError, DatabaseError) as exc:
             raise self._error_from(exc, "read") from exc
