@@ -141,7 +141,7 @@ def _tiktoken_for(model_name: str) -> tuple[Tokenizer, str] | None:
 
 def _load_tiktoken(model_name: str) -> tuple[Tokenizer, str] | None:
     try:
-        import tiktoken
+        import tiktoken  # type: ignore[import-not-found,unused-ignore]  # optional
     except ImportError:
         return None
     try:
