@@ -184,3 +184,38 @@ def test_module_level_create_llm_uses_the_shared_factory(home: Path) -> None:
     llm = llmfactory.create_llm("gpt-4o")
     assert isinstance(llm, OpenAILLM) and llm.model.provider == "openai"
     assert LLMFactory.instance().initialized
+
+
+def test_a_full_identifier_the_registry_does_not_know_skips_suggestions(
+    factory: LLMFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "Did you mean" compares the name with every known model: a conversation with a
+    # model named in full must not pay for suggestions nobody will see.
+    def no_suggestions(text: str, limit: int = 5) -> list[str]:
+        raise AssertionError(f"suggestions computed for {text!r}")
+
+    monkeypatch.setattr(factory, "suggest", no_suggestions)
+    llm = factory.create_llm("not-registered:ollama@127.0.0.1:9")
+    assert llm.identifier == "not-registered:latest:ollama@127.0.0.1:9"
+    monkeypatch.undo()
+    with pytest.raises(ModelNotFoundError) as info:
+        factory.create_llm("gpt-4o-minii")  # a bare name: suggestions are the help
+    assert "gpt-4o-mini" in info.value.suggestions
+
+
+def test_host_records_are_read_once_and_followed_when_they_change(
+    factory: LLMFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identifier = "m:openai_compatible@127.0.0.1:9"
+    assert factory.create_llm(identifier).endpoint().base_url == "http://127.0.0.1:9/v1"
+    reads = []
+    load_hosts = factory.store.load_hosts
+    monkeypatch.setattr(factory.store, "load_hosts", lambda: reads.append(1) or load_hosts())
+    for _ in range(3):
+        factory.create_llm(identifier)
+    assert reads == []  # cached
+    factory.add_host("openai_compatible", "https://127.0.0.1:9/proxy", probe=False)
+    base = factory.create_llm(identifier).endpoint().base_url
+    assert base == "https://127.0.0.1:9/proxy/v1" and len(reads) >= 1
+    factory.remove_host("openai_compatible", "https://127.0.0.1:9/proxy")
+    assert factory.create_llm(identifier).endpoint().base_url == "http://127.0.0.1:9/v1"

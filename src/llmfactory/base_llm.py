@@ -60,7 +60,12 @@ from llmfactory.api.transport import (
     request_json,
 )
 from llmfactory.config import LLMConfig, Settings
-from llmfactory.errors import ConversationBusyError, LLMConnectionError, LLMFactoryError
+from llmfactory.errors import (
+    ConversationBusyError,
+    LLMConnectionError,
+    LLMFactoryError,
+    redact_secrets,
+)
 from llmfactory.extensions import base as _ext
 from llmfactory.messages import (
     ChunkResponse,
@@ -366,6 +371,7 @@ class BaseLLM:
             self._commit(call, response)
             return response
         except Exception as exc:
+            self._redact(call, exc)
             await self._on_error(call, exc)
             raise
         finally:
@@ -452,6 +458,7 @@ class BaseLLM:
                 last = await self._on_chunk(call, last)
             yield last
         except Exception as exc:
+            self._redact(call, exc)
             await self._on_error(call, exc)
             raise
         finally:
@@ -566,6 +573,11 @@ class BaseLLM:
         if self.extensions:
             return await _ext.run_after_invoke(self, call, response)
         return None
+
+    def _redact(self, call: Call, error: Exception) -> None:
+        """Take this call's API key out of ``error`` (a server may quote what it was sent)."""
+        endpoint = self._endpoint
+        redact_secrets(error, (call.config.api_key, endpoint.api_key if endpoint else None))
 
     async def _on_error(self, call: Call, error: Exception) -> None:
         """Seam: extensions see a call's failure (cancellation is not reported)."""

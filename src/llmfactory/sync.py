@@ -10,6 +10,7 @@ hands a streamed answer over to the calling thread chunk by chunk.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
 import functools
@@ -44,6 +45,7 @@ class _SharedPortal:
         self._cm: Any = None
         self._portal: BlockingPortal | None = None
         self._thread_id: int | None = None
+        self._atexit = False
 
     def acquire(self) -> BlockingPortal:
         with self._lock:
@@ -52,8 +54,32 @@ class _SharedPortal:
                 portal = cm.__enter__()
                 self._cm, self._portal = cm, portal
                 self._thread_id = portal.call(threading.get_ident)
+                if not self._atexit:
+                    atexit.register(self._stop_at_exit)
+                    self._atexit = True
             self._leases += 1
             return self._portal
+
+    def _stop_at_exit(self) -> None:
+        """At interpreter exit, stop the portal that conversations not closed still hold.
+
+        Left to the garbage collector, anyio's portal context manager would wait for
+        the portal's daemon thread while the interpreter finalises, when that thread
+        can no longer run: the process would hang instead of exiting. Calls still
+        running there are cancelled.
+        """
+        with self._lock:
+            cm, portal = self._cm, self._portal
+            self._cm = self._portal = self._thread_id = None
+            self._leases = 0
+        if portal is None:
+            return
+        with contextlib.suppress(Exception):
+            portal.call(close_clients)
+        with contextlib.suppress(Exception):
+            portal.call(portal.stop, True)
+        with contextlib.suppress(Exception):
+            cm.__exit__(None, None, None)
 
     def release(self) -> None:
         if threading.get_ident() == self._thread_id:

@@ -895,3 +895,51 @@ def test_policies_and_timeouts() -> None:
     timeout = Timeouts(connect=0.5, read=None, write=2, pool=3).to_httpx()
     assert (timeout.connect, timeout.read, timeout.write, timeout.pool) == (0.5, None, 2, 3)
     assert Timeouts().read == 300.0
+
+
+# --------------------------------------------------------------------------- pool size, body path
+
+
+def test_pool_admits_many_connections_within_the_open_file_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import resource
+
+    from llmfactory.api import transport
+
+    def limits() -> httpx.Limits:
+        pool = transport._new_client()._transport._pool  # type: ignore[attr-defined]
+        return httpx.Limits(max_connections=pool._max_connections,
+                            max_keepalive_connections=pool._max_keepalive_connections)
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _what: (65536, 65536))
+    assert limits().max_connections == transport.MAX_CONNECTIONS_PER_HOST == 1000
+    assert limits().max_keepalive_connections == 16
+    monkeypatch.setattr(resource, "getrlimit", lambda _what: (1024, 65536))
+    assert limits().max_connections == 512  # half the soft limit
+    monkeypatch.setattr(resource, "getrlimit", lambda _what: (resource.RLIM_INFINITY,) * 2)
+    assert limits().max_connections == 1000
+
+
+@pytest.mark.anyio
+async def test_a_compressed_body_is_decoded(server: Server, clients: None) -> None:
+    import gzip
+
+    lines = b'{"message":{"content":"Hi"}}\n{"done":true}\n'
+
+    @server.route("/gz")
+    async def gz(request: Request, conn: Conn) -> None:
+        await conn.respond(200, gzip.compress(lines), headers={"content-encoding": "gzip"},
+                           content_type="application/x-ndjson")
+
+    @server.route("/plain")
+    async def plain(request: Request, conn: Conn) -> None:
+        await conn.respond(200, lines, content_type="application/x-ndjson")
+
+    for path in ("/gz", "/plain"):
+        async with open_stream("POST", server.url(path), json={}) as response:
+            assert [obj async for obj in iter_ndjson(response)] == [
+                {"message": {"content": "Hi"}}, {"done": True}
+            ]
+            # Read to its end: iterating again yields nothing (and does not raise).
+            assert [chunk async for chunk in response] == []

@@ -45,6 +45,10 @@ def test_models_json_lists_the_catalogue(run) -> None:  # type: ignore[no-untype
     assert gpt["source"] == "builtin"
     assert {"openai", "anthropic", "google", "mistral", "deepseek", "meta"} <= {
         m["provider"] for m in models}
+    # One model per line (fast to write, easy to grep), each line a JSON object.
+    lines = out.splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == len(models) + 2
+    assert json.loads(lines[1].strip().rstrip(",")) == models[0]
 
 
 def test_models_filters(run) -> None:  # type: ignore[no-untyped-def]

@@ -72,3 +72,17 @@ def test_model_helpers() -> None:
     assert data["pricing"] == {"input_per_million": 2.0, "output_per_million": 0.0,
                                "cached_input_per_million": None}
     assert "m:ollama@h:1" in repr(model)
+
+
+def test_defaults_are_fresh_per_model_and_cheap_to_inspect() -> None:
+    import inspect
+
+    a, b = LLMModel(identifier="a", name="a"), LLMModel(identifier="b", name="b")
+    a.capabilities.append("chat")
+    a.extras["k"] = 1
+    assert (b.capabilities, b.extras, b.user_fields) == ([], {}, [])
+    assert a.first_seen.tzinfo is not None
+    # pydantic inspects each default factory's signature whenever it calls it.
+    for name in ("capabilities", "extras", "user_fields", "first_seen", "last_seen"):
+        factory = LLMModel.model_fields[name].default_factory
+        assert factory is not None and inspect.signature(factory).parameters == {}

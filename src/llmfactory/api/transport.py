@@ -62,6 +62,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_RETRY",
     "DEFAULT_TIMEOUTS",
+    "MAX_CONNECTIONS_PER_HOST",
     "NO_RETRY",
     "RETRYABLE_STATUSES",
     "RetryPolicy",
