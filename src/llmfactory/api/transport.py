@@ -515,6 +515,53 @@ async def _html_error(response: StreamResponse, provider: str | None) -> Malform
     )
 
 
+class _PlainBody(httpx.AsyncByteStream):
+    """A request body handed to httpcore in one piece, without an async generator.
+
+    httpx's own ``ByteStream`` yields the body from an async generator, and
+    httpcore abandons that generator suspended whenever writing the body
+    fails: it swallows a ``WriteError`` to read the answer a server may have
+    sent before closing the connection (a reused keep-alive connection the
+    server had just closed, an early 413), and a write timeout or a
+    cancellation unwinds it. When the garbage collector finalises it, trio
+    warns ("Async generator 'httpx._content.ByteStream.__aiter__' was garbage
+    collected…"; httpx issues #3597 and #3686). A plain iterator leaves
+    nothing to finalise.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _OneChunk(self._body)
+
+
+class _OneChunk:
+    __slots__ = ("_body",)
+
+    def __init__(self, body: bytes) -> None:
+        self._body: bytes | None = body or None
+
+    def __aiter__(self) -> _OneChunk:
+        return self
+
+    async def __anext__(self) -> bytes:
+        body, self._body = self._body, None
+        if body is None:
+            raise StopAsyncIteration
+        return body
+
+
+def with_plain_body(request: httpx.Request) -> httpx.Request:
+    """``request``, its in-memory body (JSON, bytes, or none) sent by a :class:`_PlainBody`.
+
+    A streamed body (an iterator the caller gave) is left as it is.
+    """
+    if isinstance(request.stream, httpx.ByteStream):
+        request.stream = _PlainBody(request.content)
+    return request
+
+
 async def _send(
     method: str,
     url: str | httpx.URL,
@@ -532,7 +579,9 @@ async def _send(
     timeout = timeouts.to_httpx()
     attempt = 0
     while True:
-        request = client.build_request(method, parsed, json=json, headers=headers, timeout=timeout)
+        request = with_plain_body(
+            client.build_request(method, parsed, json=json, headers=headers, timeout=timeout)
+        )
         logger.debug("%s %s (attempt %d of %d)", method, safe, attempt + 1, retry.max_retries + 1)
         try:
             response = await client.send(request, stream=True)

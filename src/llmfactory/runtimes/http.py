@@ -21,11 +21,13 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Callable, Mapping
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
 
+from llmfactory.api.transport import with_plain_body
 from llmfactory.errors import (
     AuthenticationError,
     LLMAPIError,
@@ -267,9 +269,12 @@ class ProbeClient:
         url = self.url(path)
         where = f"{self.host.key} ({method} {url})"
         try:
-            async with self.http.stream(
-                method, url, json=body, headers=dict(headers or {})
-            ) as response:
+            # The body goes as a plain iterator, not httpx's async generator: one
+            # left suspended by a failed write makes trio warn (see with_plain_body).
+            request = with_plain_body(
+                self.http.build_request(method, url, json=body, headers=dict(headers or {}))
+            )
+            async with aclosing(await self.http.send(request, stream=True)) as response:
                 status = response.status_code
                 if 300 <= status < 400:
                     location = response.headers.get("location", "?")
